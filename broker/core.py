@@ -1,0 +1,415 @@
+"""``Broker``: the embeddable API. Built from settings and a Redis client; an async context
+manager that starts the dispatcher, deliverer and wake listener and stops them cleanly.
+
+    async with Broker(settings, redis_client) as broker:
+        await broker.put_function("orders", "python:app.handlers:orders")
+        request_id = await broker.invoke_async("orders", {"id": 1})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from broker.arns import function_arn, parse_function_name, qualified_arn
+from broker.clock import Clock, RedisClock
+from broker.dead_letters import DeadLetterStore
+from broker.delivery import Deliverer, DeliveryPolicy
+from broker.destination import DestinationContext, DestinationFactory, DestinationRegistry
+from broker.dispatcher import Dispatcher, DispatchSettings
+from broker.errors import (
+    InvalidParameterValueError,
+    InvalidRequestContentError,
+    RequestTooLargeError,
+    ResourceNotFoundError,
+)
+from broker.event_config import (
+    merge_update,
+    response_body,
+    validate_dead_letter_target,
+    validate_event_invoke_config,
+)
+from broker.functions import FunctionCache, FunctionStore
+from broker.guards import MemoryAdmission, check_redis_durability
+from broker.invokers.base import Invocation, InvokerRegistry
+from broker.keys import Keys
+from broker.models import LATEST, Envelope, FunctionConfig, InvokeResult
+from broker.queue import AsyncQueue
+from broker.settings import Settings
+from broker.wiring import default_destinations, default_invokers
+
+log = structlog.get_logger("sluice.broker")
+
+Payload = bytes | str | dict[str, Any] | list[Any] | None
+
+
+class Broker:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        *,
+        clock: Clock | None = None,
+        invokers: InvokerRegistry | None = None,
+        destinations: dict[str, DestinationFactory] | None = None,
+        dispatch: bool = True,
+    ) -> None:
+        """``dispatch=False`` gives a producer-only broker (API front ends, tests)."""
+        self.settings = settings
+        self.redis = redis
+        self.clock: Clock = clock or RedisClock()
+        self.keys = Keys(settings.key_prefix)
+        self.queue = AsyncQueue(redis, self.keys)
+        self.store = FunctionStore(redis, self.keys)
+        self.functions = FunctionCache(self.store)
+        self.dead_letters = DeadLetterStore(redis, self.keys)
+        self.invokers = invokers or default_invokers(settings.worker_processes)
+        self.destinations = DestinationRegistry(
+            DestinationContext(
+                redis=redis,
+                region=settings.region,
+                account_id=settings.account_id,
+                options={"redis_stream_maxlen": settings.redis_stream_maxlen},
+            ),
+            destinations if destinations is not None else default_destinations(),
+        )
+        self.admission = MemoryAdmission(redis, settings.maxmemory_admission_ratio)
+        self.deliverer = Deliverer(
+            self.queue,
+            self.destinations,
+            self.clock,
+            DeliveryPolicy(
+                attempts=settings.delivery_retries,
+                backoff_s=settings.delivery_backoff_s,
+                lease_s=settings.delivery_lease_s,
+                dead_max_age_s=settings.dead_letter_max_age_s,
+                dead_max_count=settings.dead_letter_max_count,
+            ),
+        )
+        self.dispatcher = Dispatcher(
+            queue=self.queue,
+            functions=self.functions,
+            invokers=self.invokers,
+            deliverer=self.deliverer,
+            clock=self.clock,
+            settings=DispatchSettings(
+                concurrency=settings.concurrency,
+                claim_batch=settings.claim_batch,
+                poll_interval_s=settings.poll_interval_s,
+                visibility_grace_s=settings.visibility_grace_s,
+                retry_base_delay_s=settings.retry_base_delay,
+                throttle_base_delay_s=settings.throttle_base_delay,
+                throttle_max_delay_s=settings.throttle_max_delay,
+                dead_letter_max_age_s=settings.dead_letter_max_age_s,
+                dead_letter_max_count=settings.dead_letter_max_count,
+                delivery_lease_s=settings.delivery_lease_s,
+            ),
+        )
+        self._dispatch = dispatch
+        self._background: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self, *, check_durability: bool = False) -> None:
+        if isinstance(self.clock, RedisClock):
+            await self.clock.calibrate(self.redis)
+        if check_durability:
+            await check_redis_durability(self.redis, strict=self.settings.strict)
+        for name, spec in self.settings.functions.items():
+            await self.put_function(name, **spec.model_dump())
+        if self._dispatch:
+            await self.dispatcher.start()
+            self._background.append(asyncio.create_task(self._listen_for_wakes()))
+        if isinstance(self.clock, RedisClock):
+            self._background.append(asyncio.create_task(self._calibrate_clock()))
+        self._started = True
+        log.info("broker_started", dispatch=self._dispatch, token=self.dispatcher.token)
+
+    async def stop(self, drain_timeout_s: float | None = None) -> None:
+        """Drain in-flight work (SIGTERM semantics), release leases, close everything."""
+        if not self._started:
+            return
+        self._started = False
+        if self._dispatch:
+            timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+            await self.dispatcher.stop(timeout)
+        for task in self._background:
+            task.cancel()
+        if self._background:
+            _, stuck = await asyncio.wait(self._background, timeout=5.0)
+            for task in stuck:  # a cancellation swallowed inside a client call
+                log.warning("background_task_stuck", task=task.get_name())
+        self._background = []
+        await self.invokers.close()
+        await self.destinations.close()
+
+    async def _listen_for_wakes(self) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.keys.wake)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self.dispatcher.wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis restarting: polling still finds work meanwhile
+                log.warning("wake_listener_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    async def _calibrate_clock(self) -> None:
+        assert isinstance(self.clock, RedisClock)
+        while True:
+            await asyncio.sleep(30.0)
+            with contextlib.suppress(RedisError):
+                await self.clock.calibrate(self.redis)
+
+    # -- functions ---------------------------------------------------------------------------
+    async def put_function(
+        self,
+        name: str,
+        target: str,
+        *,
+        timeout_s: int = 3,
+        memory_mb: int = 128,
+        reserved_concurrency: int | None = None,
+        dead_letter_target: str | None = None,
+        aliases: dict[str, str] | None = None,
+        versions: list[str] | None = None,
+    ) -> FunctionConfig:
+        """Create or replace a function (the TOML ``[functions.NAME]`` shape)."""
+        config = FunctionConfig(
+            name=name,
+            target=target,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            reserved_concurrency=reserved_concurrency,
+            dead_letter_target=validate_dead_letter_target(dead_letter_target),
+            aliases=aliases or {},
+            versions=sorted(set(versions or []) | set((aliases or {}).values())),
+        )
+        await self.store.put(config)
+        self.functions.invalidate(name)
+        return config
+
+    async def get_function(self, function: str) -> FunctionConfig:
+        ref = parse_function_name(function)
+        config = await self.store.get(ref.name)
+        if config is None:
+            raise ResourceNotFoundError(
+                "Function not found: "
+                + function_arn(self.settings.region, self.settings.account_id, ref.name)
+            )
+        return config
+
+    async def list_functions(self) -> list[FunctionConfig]:
+        configs = [await self.store.get(name) for name in await self.store.names()]
+        return [c for c in configs if c is not None]
+
+    async def delete_function(self, function: str) -> None:
+        config = await self.get_function(function)
+        await self.store.delete(config.name)
+        self.functions.invalidate(config.name)
+
+    async def put_function_concurrency(self, function: str, reserved: int | None) -> None:
+        """Reserved concurrency, enforced across every process; None removes it."""
+        config = await self.get_function(function)
+        await self.store.put(config.model_copy(update={"reserved_concurrency": reserved}))
+        self.functions.invalidate(config.name)
+
+    # -- event-invoke config -----------------------------------------------------------------
+    def _arn(self, name: str, qualifier: str | None) -> str:
+        return qualified_arn(self.settings.region, self.settings.account_id, name, qualifier)
+
+    async def _eic_target(self, function: str, qualifier: str | None) -> tuple[str, str]:
+        ref = parse_function_name(function, qualifier)
+        config = await self.store.get(ref.name)
+        qualifier = ref.qualifier or LATEST
+        if config is None or config.resolve(qualifier) is None:
+            raise ResourceNotFoundError("The function doesn't exist.")
+        return ref.name, qualifier
+
+    async def put_event_invoke_config(
+        self, function: str, body: dict[str, Any], qualifier: str | None = None
+    ) -> dict[str, Any]:
+        """PutFunctionEventInvokeConfig: replaces the qualifier's whole config. ``body`` is
+        AWS-shaped (``MaximumRetryAttempts``, ``MaximumEventAgeInSeconds``,
+        ``DestinationConfig``). Returns the API response body."""
+        name, qualifier = await self._eic_target(function, qualifier)
+        names = set(await self.store.names())
+        config = validate_event_invoke_config(
+            body, function_name=name, function_exists=names.__contains__, now=self.clock.now()
+        )
+        await self.store.put_event_invoke_config(name, qualifier, config)
+        self.functions.invalidate(name)
+        return response_body(config, self._arn(name, qualifier))
+
+    async def update_event_invoke_config(
+        self, function: str, body: dict[str, Any], qualifier: str | None = None
+    ) -> dict[str, Any]:
+        """UpdateFunctionEventInvokeConfig: merges the supplied top-level settings."""
+        name, qualifier = await self._eic_target(function, qualifier)
+        state = await self.store.state(name)
+        existing = state.event_invoke_config(qualifier) if state else None
+        if existing is None:
+            raise ResourceNotFoundError(
+                f"The function {self._arn(name, qualifier)} doesn't have an EventInvokeConfig"
+            )
+        if not any(
+            body.get(k) is not None
+            for k in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds", "DestinationConfig")
+        ):
+            raise InvalidParameterValueError(
+                "You must specify at least one of error handling or destination setting."
+            )
+        return await self.put_event_invoke_config(name, merge_update(existing, body), qualifier)
+
+    async def get_event_invoke_config(
+        self, function: str, qualifier: str | None = None
+    ) -> dict[str, Any]:
+        ref = parse_function_name(function, qualifier)
+        qualifier = ref.qualifier or LATEST
+        state = await self.store.state(ref.name)
+        config = state.event_invoke_config(qualifier) if state else None
+        if config is None:
+            raise ResourceNotFoundError(
+                f"The function {self._arn(ref.name, qualifier)} doesn't have an EventInvokeConfig"
+            )
+        return response_body(config, self._arn(ref.name, qualifier))
+
+    async def delete_event_invoke_config(self, function: str, qualifier: str | None = None) -> None:
+        ref = parse_function_name(function, qualifier)
+        qualifier = ref.qualifier or LATEST
+        if not await self.store.delete_event_invoke_config(ref.name, qualifier):
+            raise ResourceNotFoundError(
+                f"The function {self._arn(ref.name, qualifier)} doesn't have an EventInvokeConfig"
+            )
+        self.functions.invalidate(ref.name)
+
+    async def list_event_invoke_configs(self, function: str) -> list[dict[str, Any]]:
+        ref = parse_function_name(function)
+        state = await self.store.state(ref.name)
+        if state is None:
+            raise ResourceNotFoundError("The function doesn't exist.")
+        qualifiers = sorted(state.event_invoke_configs, key=lambda q: (q != LATEST, q))
+        return [
+            response_body(state.event_invoke_configs[q], self._arn(ref.name, q)) for q in qualifiers
+        ]
+
+    # -- invoking ----------------------------------------------------------------------------
+    @staticmethod
+    def _payload_text(payload: Payload) -> str:
+        if payload is None:
+            return "{}"
+        if isinstance(payload, dict | list):
+            return json.dumps(payload)
+        text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else payload
+        if text.strip() == "":
+            return "{}"
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            raise InvalidRequestContentError(
+                f"Could not parse request body into json: Could not parse payload into json: {exc}"
+            ) from exc
+        return text
+
+    async def _resolve(self, function: str, qualifier: str | None) -> tuple[FunctionConfig, str]:
+        ref = parse_function_name(function, qualifier)
+        state = await self.functions.get(ref.name)
+        qualifier = ref.qualifier or LATEST
+        if state is None or state.config.resolve(qualifier) is None:
+            unqualified = function_arn(
+                self.settings.region, self.settings.account_id, ref.name, ref.qualifier
+            )
+            raise ResourceNotFoundError(f"Function not found: {unqualified}")
+        return state.config, qualifier
+
+    async def invoke_async(
+        self, function: str, payload: Payload, qualifier: str | None = None
+    ) -> str:
+        """``InvocationType=Event``: validate, store durably, return the request id."""
+        (request_id,) = await self.invoke_async_many(function, [payload], qualifier)
+        return request_id
+
+    async def invoke_async_many(
+        self, function: str, payloads: Iterable[Payload], qualifier: str | None = None
+    ) -> list[str]:
+        """Store many events for one function in one round trip (all or none)."""
+        config, qualifier = await self._resolve(function, qualifier)
+        limit = self.settings.async_payload_limit_bytes
+        events: list[tuple[str, str]] = []
+        now = self.clock.now()
+        arn = self._arn(config.name, qualifier)
+        for payload in payloads:
+            text = self._payload_text(payload)
+            size = len(text.encode()) if not text.isascii() else len(text)
+            if size > limit:
+                raise RequestTooLargeError(
+                    f"{size} byte payload is too large for the Event invocation type "
+                    f"(limit {limit} bytes)"
+                )
+            request_id = str(uuid.uuid4())
+            envelope = Envelope(
+                request_id=request_id,
+                function=config.name,
+                qualifier=qualifier,
+                function_arn=arn,
+                payload=text,
+                enqueued_at=now,
+                not_before=now,
+            )
+            events.append((request_id, envelope.model_dump_json(exclude_defaults=True)))
+        if not events:
+            return []
+        await self.admission.check()
+        await self.queue.enqueue(config.name, events, self.settings.max_queue_depth)
+        if self._dispatch:
+            self.dispatcher.wake()
+        return [request_id for request_id, _ in events]
+
+    async def invoke(
+        self, function: str, payload: Payload, qualifier: str | None = None
+    ) -> InvokeResult:
+        """``InvocationType=RequestResponse``: run the function now through its invoker."""
+        config, qualifier = await self._resolve(function, qualifier)
+        text = self._payload_text(payload)
+        if len(text.encode()) > 6_291_456:
+            raise RequestTooLargeError(
+                "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
+            )
+        return await self.invokers.invoke(
+            Invocation(
+                request_id=str(uuid.uuid4()),
+                target=config.target,
+                function_name=config.name,
+                function_version=config.resolve(qualifier) or LATEST,
+                invoked_function_arn=self._arn(config.name, qualifier),
+                payload=text,
+                timeout_s=config.timeout_s,
+                memory_mb=config.memory_mb,
+            )
+        )
+
+    # -- inspection --------------------------------------------------------------------------
+    async def queue_depth(self, function: str) -> dict[str, int]:
+        return await self.queue.depth(parse_function_name(function).name)
+
+    async def stats(self, function: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.keys.for_function(function).stats)
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}

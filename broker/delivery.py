@@ -1,0 +1,191 @@
+"""Delivers finished outcomes from the outbox to their destinations and DLQ.
+
+An outbox entry is written atomically with the event's end (``settle.lua``) and leased to
+the process that ended it; this module delivers it and removes it. A delivery that still
+fails after ``delivery_retries`` attempts becomes a ``delivery_failed`` entry in the
+dead-letter store, so nothing disappears. Entries whose lease expired (their process died)
+are taken over by the sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from broker.clock import Clock
+from broker.dead_letters import dead_letter_entry
+from broker.destination import Delivery, DestinationRegistry
+from broker.errors import DeliveryError
+from broker.queue import AsyncQueue, OutboxDone
+from broker.records import iso_ms
+
+log = structlog.get_logger("sluice.delivery")
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    attempts: int
+    backoff_s: float
+    lease_s: float
+    dead_max_age_s: float
+    dead_max_count: int
+
+
+def deliveries_of(entry: dict[str, Any]) -> list[Delivery]:
+    return [
+        Delivery(
+            kind=target["kind"],
+            target=target["target"],
+            function=entry["function"],
+            request_id=entry["request_id"],
+            condition=entry["condition"],
+            record=entry["record"],
+            payload=entry["payload"],
+            error_code=entry.get("error_code", 200),
+            error_message=entry.get("error_message", ""),
+        )
+        for target in entry["targets"]
+    ]
+
+
+class Deliverer:
+    def __init__(
+        self,
+        queue: AsyncQueue,
+        registry: DestinationRegistry,
+        clock: Clock,
+        policy: DeliveryPolicy,
+    ) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.clock = clock
+        self.policy = policy
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, function: str, entries: list[tuple[str, str]]) -> None:
+        """Deliver in the background; the outbox keeps the entries until done."""
+        task = asyncio.create_task(self.deliver(function, entries))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    async def cancel(self) -> None:
+        """Stop deliveries still running; their outbox entries stay leased and another
+        process (or this one after a restart) delivers them once the lease expires."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
+
+    async def sweep(self, functions: list[str], max_entries: int = 500) -> int:
+        """Take over outbox entries whose delivery lease expired; returns how many."""
+        taken = 0
+        for function in functions:
+            entries = await self.queue.outbox_claim(
+                function, self.clock.now(), self.policy.lease_s, max_entries
+            )
+            if entries:
+                log.info("outbox_reclaimed", function=function, count=len(entries))
+                taken += len(entries)
+                await self.deliver(function, entries)
+        return taken
+
+    async def deliver(self, function: str, entries: list[tuple[str, str]]) -> None:
+        parsed = [(outbox_id, json.loads(raw)) for outbox_id, raw in entries]
+        by_target: dict[str, list[tuple[str, Delivery]]] = defaultdict(list)
+        for outbox_id, entry in parsed:
+            for delivery in deliveries_of(entry):
+                by_target[delivery.target].append((outbox_id, delivery))
+        failures: dict[str, list[tuple[Delivery, str]]] = defaultdict(list)
+        results = await asyncio.gather(
+            *(self._deliver_target(target, items) for target, items in by_target.items())
+        )
+        for failed in results:
+            for outbox_id, delivery, error in failed:
+                failures[outbox_id].append((delivery, error))
+        done: list[OutboxDone] = []
+        counters: dict[str, int] = defaultdict(int)
+        now = self.clock.now()
+        for outbox_id, entry in parsed:
+            failed_here = failures.get(outbox_id, [])
+            if not failed_here:
+                done.append(OutboxDone(outbox_id))
+                continue
+            for index, (delivery, error) in enumerate(failed_here):
+                counter = (
+                    "DeadLetterErrors"
+                    if delivery.kind == "dead_letter"
+                    else ("DestinationDeliveryFailures")
+                )
+                counters[counter] += 1
+                dead_id = f"{delivery.request_id}/delivery/{delivery.kind}/{delivery.target}"
+                dead = dead_letter_entry(
+                    kind="delivery_failed",
+                    entry_id=dead_id,
+                    function=function,
+                    request_id=delivery.request_id,
+                    condition=delivery.condition,
+                    record=delivery.record,
+                    payload=delivery.payload,
+                    attempts=entry["record"]["requestContext"]["approximateInvokeCount"],
+                    errors=[error],
+                    at=iso_ms(now),
+                    target=delivery.target,
+                )
+                # The outbox id is removed once, with the first dead-letter entry.
+                done.append(OutboxDone(outbox_id if index == 0 else "", dead_id, dead))
+        await self.queue.outbox_done(
+            function,
+            now,
+            done,
+            dict(counters),
+            dead_max_age_s=self.policy.dead_max_age_s,
+            dead_max_count=self.policy.dead_max_count,
+        )
+
+    async def _deliver_target(
+        self, target: str, items: list[tuple[str, Delivery]]
+    ) -> list[tuple[str, Delivery, str]]:
+        """Deliver to one target with retries; returns what still failed, with the error."""
+        pending = items
+        given_up: list[tuple[str, Delivery, str]] = []
+        for attempt in range(1, self.policy.attempts + 1):
+            errors = await self.registry.deliver_many(target, [d for _, d in pending])
+            retry: list[tuple[tuple[str, Delivery], BaseException]] = []
+            for item, error in zip(pending, errors, strict=True):
+                if error is None:
+                    continue
+                if getattr(error, "retriable", False) and attempt < self.policy.attempts:
+                    retry.append((item, error))
+                else:
+                    given_up.append((item[0], item[1], repr(error)))
+            if given_up and not retry:
+                log.warning(
+                    "delivery_given_up", target=target, count=len(given_up), error=given_up[0][2]
+                )
+            if not retry:
+                return given_up
+            log.info(
+                "delivery_retry_scheduled",
+                target=target,
+                attempt=attempt,
+                count=len(retry),
+                error=repr(retry[0][1]),
+            )
+            waits = [
+                e.retry_after_s
+                for _, e in retry
+                if isinstance(e, DeliveryError) and e.retry_after_s is not None
+            ]
+            delay = max(waits) if waits else self.policy.backoff_s * 2 ** (attempt - 1)
+            await asyncio.sleep(min(delay, 30.0))
+            pending = [item for item, _ in retry]
+        return given_up

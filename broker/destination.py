@@ -1,0 +1,119 @@
+"""The destination protocol and registry: the core's only view of where outcomes go.
+
+Concrete destinations live in the ``destinations`` package; the core never imports them.
+A registry maps a destination string's scheme (``sqs``, ``http``, ``redis-stream``...) to a
+factory, and builds one destination per distinct string, on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import redis.asyncio as aioredis
+
+from broker.errors import PermanentDeliveryError
+
+_ARN = re.compile(r"^arn:aws[a-zA-Z0-9-]*:(?P<service>[a-zA-Z0-9-]+):")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One thing to deliver: an invocation record, or a dead-letter message (spec §6)."""
+
+    kind: Literal["record", "dead_letter"]
+    target: str
+    function: str
+    request_id: str
+    condition: str
+    record: dict[str, Any]  # the invocation record (spec §5.2)
+    payload: str  # the original event JSON (the body of a dead-letter message)
+    error_code: int = 200
+    error_message: str = ""
+
+
+class Destination(Protocol):
+    """Delivers to one destination string; raises ``DeliveryError`` (``retriable`` says
+    whether trying again may help)."""
+
+    async def deliver(self, delivery: Delivery) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class BatchDestination(Destination, Protocol):
+    """A destination that sends many deliveries in one round trip; returns one error or None
+    per delivery, in order."""
+
+    async def deliver_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]: ...
+
+
+@dataclass(frozen=True)
+class DestinationContext:
+    """What destinations may use: Sluice's Redis and settings values they need."""
+
+    redis: aioredis.Redis
+    region: str
+    account_id: str
+    options: dict[str, Any]
+
+
+DestinationFactory = Callable[[str, DestinationContext], Destination]
+
+
+def scheme_of(target: str) -> str:
+    """``arn:aws:sqs:...`` -> ``sqs``; ``https://...`` -> ``https``; ``redis-stream:x`` ->
+    ``redis-stream``."""
+    match = _ARN.match(target)
+    if match:
+        return match.group("service")
+    return target.split(":", 1)[0].lower()
+
+
+class DestinationRegistry:
+    def __init__(
+        self, context: DestinationContext, factories: dict[str, DestinationFactory] | None = None
+    ) -> None:
+        self.context = context
+        self._factories: dict[str, DestinationFactory] = dict(factories or {})
+        self._built: dict[str, Destination] = {}
+
+    def register(self, scheme: str, factory: DestinationFactory) -> None:
+        self._factories[scheme] = factory
+
+    def get(self, target: str) -> Destination:
+        destination = self._built.get(target)
+        if destination is None:
+            factory = self._factories.get(scheme_of(target))
+            if factory is None:
+                raise PermanentDeliveryError(
+                    f"no destination module for {scheme_of(target)!r} in this build ({target})"
+                )
+            destination = factory(target, self.context)
+            self._built[target] = destination
+        return destination
+
+    async def deliver_many(
+        self, target: str, deliveries: Sequence[Delivery]
+    ) -> list[BaseException | None]:
+        """Deliver to one target; batch when the destination can, else concurrently."""
+        try:
+            destination = self.get(target)
+        except PermanentDeliveryError as exc:
+            return [exc for _ in deliveries]
+        batch = getattr(destination, "deliver_many", None)
+        if batch is not None:
+            results: list[BaseException | None] = await batch(deliveries)
+            return results
+        outcomes = await asyncio.gather(
+            *(destination.deliver(d) for d in deliveries), return_exceptions=True
+        )
+        return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+    async def close(self) -> None:
+        built, self._built = self._built, {}
+        for destination in built.values():
+            await destination.close()

@@ -1,0 +1,342 @@
+"""The dispatcher: claims queued events, invokes functions, and settles what happened.
+
+One asyncio loop per process. It claims only while it has free slots (backpressure), gives
+each function a fair share of the free slots per round, starting from a rotating position
+(so one backlog cannot starve the others), and never exceeds a function's reserved
+concurrency across all processes (the claim script counts every process's leases). Results
+are settled in batches; finished outcomes go to the deliverer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import random
+import socket
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+import structlog
+
+from broker.clock import Clock
+from broker.decide import Decision, RetryPolicy, after_attempt, before_attempt
+from broker.delivery import Deliverer
+from broker.functions import FunctionCache, FunctionState
+from broker.invokers.base import Invocation, InvokerRegistry
+from broker.models import Envelope, InvokeResult
+from broker.outcomes import attempt_counters, outcome_counters, settle_op
+from broker.queue import AsyncQueue, SettleOp
+
+log = structlog.get_logger("sluice.dispatcher")
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    concurrency: int
+    claim_batch: int
+    poll_interval_s: float
+    visibility_grace_s: float
+    retry_base_delay_s: float
+    throttle_base_delay_s: float
+    throttle_max_delay_s: float
+    dead_letter_max_age_s: float
+    dead_letter_max_count: int
+    delivery_lease_s: float
+
+
+@dataclass
+class _Done:
+    function: str
+    op: SettleOp
+    counters: dict[str, int]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        queue: AsyncQueue,
+        functions: FunctionCache,
+        invokers: InvokerRegistry,
+        deliverer: Deliverer,
+        clock: Clock,
+        settings: DispatchSettings,
+    ) -> None:
+        self.queue = queue
+        self.functions = functions
+        self.invokers = invokers
+        self.deliverer = deliverer
+        self.clock = clock
+        self.settings = settings
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._running = 0  # events claimed and not yet settled
+        self._held: dict[str, set[str]] = defaultdict(set)  # function -> claimed request ids
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._done: list[_Done] = []
+        self._done_event = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._stopping = False  # no more claims
+        self._closed = asyncio.Event()  # background loops finish their round and return
+        self._rotation = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="sluice-claim"),
+            asyncio.create_task(self._settle_loop(), name="sluice-settle"),
+            asyncio.create_task(self._heartbeat_loop(), name="sluice-heartbeat"),
+            asyncio.create_task(self._sweep_loop(), name="sluice-outbox-sweep"),
+        ]
+
+    def wake(self) -> None:
+        """New work may be ready (called by the wake listener and local enqueues)."""
+        self._wake.set()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Stop claiming; let in-flight calls finish for up to ``drain_timeout_s``; put the
+        rest back at the front of their queues; deliver what finished; leave nothing held."""
+        self._stopping = True
+        claim_loop = self._loops[0] if self._loops else None
+        if claim_loop is not None:
+            # Not cancelled: a claim cancelled mid-flight could lease events nobody runs.
+            self._wake.set()
+            self._slot_freed.set()
+            await asyncio.gather(claim_loop, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        # The loops are told to finish rather than cancelled: a cancellation landing inside a
+        # Redis call can be swallowed by the client and leave the loop waiting forever.
+        self._closed.set()
+        self._done_event.set()
+        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        await self._settle_pending()
+        await self.deliverer.drain(drain_timeout_s)
+        await self.deliverer.cancel()
+        self._loops = []
+        log.info("dispatcher_stopped", token=self.token)
+
+    # -- claiming ----------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            if self.settings.concurrency - self._running <= 0:
+                self._slot_freed.clear()  # no await since the check: no wake-up can be lost
+                await self._slot_freed.wait()
+                continue
+            self._wake.clear()  # cleared before claiming, so a wake during the round counts
+            try:
+                more, next_due = await self._claim_round()
+            except Exception:
+                log.exception("claim_failed")
+                await asyncio.sleep(self.settings.poll_interval_s)
+                continue
+            if more or self._stopping:
+                await asyncio.sleep(0)  # let settled work free slots before claiming again
+                continue
+            timeout = self.settings.poll_interval_s
+            if next_due is not None:
+                timeout = max(0.0, min(timeout, next_due - self.clock.now()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _claim_round(self) -> tuple[bool, float | None]:
+        """One pass over all functions; returns (more work is ready, next retry due)."""
+        names = await self.functions.names()
+        if not names:
+            return False, None
+        start = self._rotation % len(names)
+        self._rotation += 1
+        ordered = names[start:] + names[:start]
+        more = False
+        next_due: float | None = None
+        for index, name in enumerate(ordered):
+            free = self.settings.concurrency - self._running
+            if free <= 0 or self._stopping:
+                return True, next_due
+            share = min(self.settings.claim_batch, math.ceil(free / (len(ordered) - index)))
+            state = await self.functions.get(name)
+            if state is None:
+                continue
+            lease_s = state.config.timeout_s + self.settings.visibility_grace_s
+            claim = await self.queue.claim(name, self.clock.now(), share, lease_s, self.token)
+            if claim.next_due is not None:
+                next_due = claim.next_due if next_due is None else min(next_due, claim.next_due)
+            more = more or claim.ready_left > 0
+            for request_id, raw in claim.events:
+                self._running += 1
+                self._held[name].add(request_id)
+                task = asyncio.create_task(self._run(state, claim.reserved, request_id, raw))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return more, next_due
+
+    # -- running one event -------------------------------------------------------------------
+    def _policy(self, state: FunctionState, qualifier: str) -> RetryPolicy:
+        eic = state.event_invoke_config(qualifier)
+        s = self.settings
+        return RetryPolicy(
+            maximum_retry_attempts=eic.retries if eic else 2,
+            maximum_event_age_s=eic.max_age_s if eic else 21_600,
+            retry_base_delay_s=s.retry_base_delay_s,
+            throttle_base_delay_s=s.throttle_base_delay_s,
+            throttle_max_delay_s=s.throttle_max_delay_s,
+        )
+
+    async def _run(
+        self, state: FunctionState, reserved: int | None, request_id: str, raw: str
+    ) -> None:
+        function = state.config.name
+        try:
+            envelope = Envelope.model_validate_json(raw)
+            decision, result = await self._attempt(state, reserved, envelope)
+            op = settle_op(state, decision, self.clock.now())
+            counters = attempt_counters(result)
+            for name, count in outcome_counters(decision).items():
+                counters[name] = counters.get(name, 0) + count
+        except asyncio.CancelledError:
+            # Draining: give the event back, at the front, for another process or restart.
+            self._done.append(_Done(function, SettleOp("release", request_id), {}))
+            self._done_event.set()
+            raise
+        except Exception:
+            # Our own bug or a broken envelope: keep the lease so the event is retried after
+            # the visibility timeout instead of being lost.
+            log.exception("dispatch_failed", function=function, request_id=request_id)
+            self._release_slot(function, request_id)
+            return
+        self._done.append(_Done(function, op, counters))
+        self._done_event.set()
+
+    async def _attempt(
+        self, state: FunctionState, reserved: int | None, envelope: Envelope
+    ) -> tuple[Decision, InvokeResult | None]:
+        policy = self._policy(state, envelope.qualifier)
+        early = before_attempt(envelope, policy, reserved, self.clock.now())
+        if early is not None:
+            return early, None
+        config = state.config
+        version = config.resolve(envelope.qualifier) or envelope.qualifier
+        invocation = Invocation(
+            request_id=envelope.request_id,
+            target=config.target,
+            function_name=config.name,
+            function_version=version,
+            invoked_function_arn=envelope.function_arn,
+            payload=envelope.payload,
+            timeout_s=config.timeout_s,
+            memory_mb=config.memory_mb,
+        )
+        structlog.contextvars.bind_contextvars(
+            function=config.name,
+            request_id=envelope.request_id,
+            attempt=envelope.executed_attempts + 1,
+        )
+        try:
+            result = await self.invokers.invoke(invocation)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an invoker bug or an unknown scheme: a system error
+            log.warning("invoke_failed", error=repr(exc))
+            result = InvokeResult(outcome="system_error", status_code=500, error_message=str(exc))
+        finally:
+            structlog.contextvars.clear_contextvars()
+        decision = after_attempt(
+            envelope, result, policy, self.clock.now(), jitter=random.uniform(-1.0, 1.0)
+        )
+        return decision, result
+
+    # -- settling ----------------------------------------------------------------------------
+    def _release_slot(self, function: str, request_id: str) -> None:
+        self._held[function].discard(request_id)
+        self._running -= 1
+        self._slot_freed.set()
+        self._wake.set()
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await self._done_event.wait()
+            self._done_event.clear()
+            try:
+                await self._settle_pending()
+            except Exception:
+                log.exception("settle_failed")
+                await self._pause(self.settings.poll_interval_s)
+                self._done_event.set()
+            if self._closed.is_set():
+                return
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when the dispatcher is closing."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+        return self._closed.is_set()
+
+    async def _settle_pending(self) -> None:
+        done, self._done = self._done, []
+        if not done:
+            return
+        by_function: dict[str, list[_Done]] = defaultdict(list)
+        for item in done:
+            by_function[item.function].append(item)
+        for function, items in by_function.items():
+            counters: dict[str, int] = defaultdict(int)
+            for item in items:
+                for name, count in item.counters.items():
+                    counters[name] += count
+            try:
+                applied = await self.queue.settle(
+                    function,
+                    self.clock.now(),
+                    self.token,
+                    [item.op for item in items],
+                    dict(counters),
+                    dead_max_age_s=self.settings.dead_letter_max_age_s,
+                    dead_max_count=self.settings.dead_letter_max_count,
+                    outbox_lease_s=self.settings.delivery_lease_s,
+                )
+            except Exception:
+                self._done.extend(items)  # try again; leases still protect the events
+                raise
+            outbox: list[tuple[str, str]] = []
+            for item, ok in zip(items, applied, strict=True):
+                if not ok:
+                    log.warning("lease_lost", function=function, request_id=item.op.request_id)
+                elif item.op.outbox:
+                    outbox.append((item.op.request_id, item.op.outbox))
+                self._release_slot(function, item.op.request_id)
+            if outbox:
+                self.deliverer.submit(function, outbox)
+
+    # -- leases ------------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        interval = max(0.05, self.settings.visibility_grace_s / 3)
+        while not await self._pause(interval):
+            for function, held in list(self._held.items()):
+                if not held:
+                    continue
+                state = await self.functions.get(function)
+                timeout_s = state.config.timeout_s if state else 900
+                expiry = self.clock.now() + timeout_s + self.settings.visibility_grace_s
+                try:
+                    await self.queue.extend(function, list(held), expiry, self.token)
+                except Exception:
+                    log.exception("lease_extend_failed", function=function)
+
+    async def _sweep_loop(self) -> None:
+        interval = max(0.05, self.settings.delivery_lease_s / 2)
+        while not await self._pause(interval):
+            try:
+                await self.deliverer.sweep(await self.functions.names())
+            except Exception:
+                log.exception("outbox_sweep_failed")

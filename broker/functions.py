@@ -1,0 +1,115 @@
+"""Functions live in Redis (the source of truth); a short-lived cache serves the dispatcher."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from broker.keys import Keys
+from broker.models import EventInvokeConfig, FunctionConfig
+
+
+@dataclass(frozen=True)
+class FunctionState:
+    """A function's configuration with its event-invoke configs, as the dispatcher sees it."""
+
+    config: FunctionConfig
+    event_invoke_configs: dict[str, EventInvokeConfig] = field(default_factory=dict)
+
+    def event_invoke_config(self, qualifier: str) -> EventInvokeConfig | None:
+        # Configs are per qualifier, with no fallback to $LATEST's (spec §4.3).
+        return self.event_invoke_configs.get(qualifier)
+
+
+class FunctionStore:
+    """Reads and writes function configurations and event-invoke configs in Redis."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def put(self, config: FunctionConfig) -> None:
+        fk = self.keys.for_function(config.name)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(fk.function, config.model_dump_json())
+            if config.reserved_concurrency is None:
+                pipe.delete(fk.reserved)
+            else:
+                pipe.set(fk.reserved, config.reserved_concurrency)
+            await pipe.execute()
+        await self.client.sadd(self.keys.functions, config.name)
+
+    async def get(self, name: str) -> FunctionConfig | None:
+        raw = await self.client.get(self.keys.for_function(name).function)
+        return None if raw is None else FunctionConfig.model_validate_json(raw)
+
+    async def names(self) -> list[str]:
+        members = await self.client.smembers(self.keys.functions)
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    async def delete(self, name: str) -> None:
+        fk = self.keys.for_function(name)
+        await self.client.delete(fk.function, fk.reserved, fk.eic)
+        await self.client.srem(self.keys.functions, name)
+
+    async def state(self, name: str) -> FunctionState | None:
+        fk = self.keys.for_function(name)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(fk.function)
+            pipe.hgetall(fk.eic)
+            raw, eics = await pipe.execute()
+        if raw is None:
+            return None
+        return FunctionState(
+            config=FunctionConfig.model_validate_json(raw),
+            event_invoke_configs={
+                (k.decode() if isinstance(k, bytes) else k): EventInvokeConfig.model_validate_json(
+                    v
+                )
+                for k, v in eics.items()
+            },
+        )
+
+    async def put_event_invoke_config(
+        self, name: str, qualifier: str, config: EventInvokeConfig
+    ) -> None:
+        await self.client.hset(
+            self.keys.for_function(name).eic, qualifier, config.model_dump_json(by_alias=True)
+        )
+
+    async def delete_event_invoke_config(self, name: str, qualifier: str) -> bool:
+        return bool(await self.client.hdel(self.keys.for_function(name).eic, qualifier))
+
+
+class FunctionCache:
+    """Caches :class:`FunctionState` for ``ttl_s`` so the dispatcher reads Redis once per
+    function per interval, not once per event. Changes through the broker invalidate it."""
+
+    def __init__(self, store: FunctionStore, ttl_s: float = 1.0) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._states: dict[str, tuple[float, FunctionState | None]] = {}
+        self._names: tuple[float, list[str]] = (0.0, [])
+
+    async def get(self, name: str) -> FunctionState | None:
+        cached = self._states.get(name)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
+            return cached[1]
+        state = await self.store.state(name)
+        if state is not None:  # an unknown name is asked again: it may be created any moment
+            self._states[name] = (time.monotonic(), state)
+        return state
+
+    async def names(self) -> list[str]:
+        if time.monotonic() - self._names[0] >= self.ttl_s:
+            self._names = (time.monotonic(), await self.store.names())
+        return self._names[1]
+
+    def invalidate(self, name: str | None = None) -> None:
+        if name is None:
+            self._states.clear()
+        else:
+            self._states.pop(name, None)
+        self._names = (0.0, [])

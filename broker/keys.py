@@ -1,0 +1,108 @@
+"""Every Redis key Sluice uses, built in one place.
+
+Keys carry a hash tag per function (``{fn}``) so that every multi-key script touches one
+slot and works on Redis Cluster. ``P`` is the configurable prefix (default ``sluice``).
+
+=================================  ======  ==================================================
+key                                type    contents and lifetime
+=================================  ======  ==================================================
+``P:functions``                    set     names of known functions (index only; permanent)
+``P:{fn}:function``                string  function configuration JSON (permanent)
+``P:{fn}:reserved``                string  reserved concurrency; absent = unreserved
+``P:{fn}:eic``                     hash    qualifier -> event-invoke config JSON
+``P:{fn}:events``                  hash    request id -> event envelope JSON, while queued
+``P:{fn}:ready``                   list    request ids ready to run (FIFO)
+``P:{fn}:delayed``                 zset    request ids waiting for a retry, score = due ms
+``P:{fn}:inflight``                zset    claimed request ids, score = lease expiry ms
+``P:{fn}:leases``                  hash    request id -> lease token of the claimer
+``P:{fn}:outbox``                  hash    request id -> finished outcome waiting for
+                                           delivery (deleted once delivered or
+                                           dead-lettered)
+``P:{fn}:outbox:leases``           zset    outbox ids, score = delivery lease expiry ms
+``P:{fn}:dead``                    zset    dead-letter entry ids, score = time ms
+``P:{fn}:dead:entries``            hash    dead-letter entry id -> entry JSON (bounded by
+                                           age and count)
+``P:{fn}:stats``                   hash    counters (AsyncEventsReceived, ...)
+``P:wake``                         pubsub  channel: a function name with new ready work
+``NAME``                           stream  a ``redis-stream:NAME`` destination (user's key,
+                                           no prefix; capped by MAXLEN)
+=================================  ======  ==================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FunctionKeys:
+    """The keys of one function; all share the function's hash tag."""
+
+    function: str
+    reserved: str
+    eic: str
+    events: str
+    ready: str
+    delayed: str
+    inflight: str
+    leases: str
+    outbox: str
+    outbox_leases: str
+    dead: str
+    dead_entries: str
+    stats: str
+
+    @property
+    def queue(self) -> list[str]:
+        """Keys of the queue scripts, in the order the Lua scripts expect them."""
+        return [
+            self.events,
+            self.ready,
+            self.delayed,
+            self.inflight,
+            self.leases,
+            self.outbox,
+            self.outbox_leases,
+            self.dead,
+            self.dead_entries,
+            self.stats,
+            self.reserved,
+        ]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Builds keys under one prefix."""
+
+    prefix: str = "sluice"
+
+    @property
+    def functions(self) -> str:
+        return f"{self.prefix}:functions"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}:wake"
+
+    def for_function(self, name: str) -> FunctionKeys:
+        base = f"{self.prefix}:{{{name}}}"
+        return FunctionKeys(
+            function=f"{base}:function",
+            reserved=f"{base}:reserved",
+            eic=f"{base}:eic",
+            events=f"{base}:events",
+            ready=f"{base}:ready",
+            delayed=f"{base}:delayed",
+            inflight=f"{base}:inflight",
+            leases=f"{base}:leases",
+            outbox=f"{base}:outbox",
+            outbox_leases=f"{base}:outbox:leases",
+            dead=f"{base}:dead",
+            dead_entries=f"{base}:dead:entries",
+            stats=f"{base}:stats",
+        )
+
+    @staticmethod
+    def user_stream(name: str) -> str:
+        """The stream a ``redis-stream:NAME`` destination writes: NAME itself."""
+        return name

@@ -1,0 +1,45 @@
+-- Apply the dispatcher's decisions for events this claimer still holds (token matches).
+-- ARGV: 1 now ms, 2 token, 3 dead max age ms, 4 dead max count, 5 outbox lease ms,
+--       6 number of ops, then per op 4 fields (op, id, a, b), then counter pairs (name, n).
+-- ops: retry (a = envelope, b = due ms) | finish (a = outbox entry or '', b = dead-letter
+--      entry or '') | release (back to the front of ready; a, b unused).
+-- Returns one 1 (applied) or 0 (lease lost to another claimer) per op.
+local now = tonumber(ARGV[1])
+local token = ARGV[2]
+local nops = tonumber(ARGV[6])
+local results = {}
+local dead_added = false
+for i = 0, nops - 1 do
+  local base = 7 + i * 4
+  local op, id, a, b = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  if redis.call('HGET', KEYS[5], id) == token then
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('HDEL', KEYS[5], id)
+    if op == 'retry' then
+      redis.call('HSET', KEYS[1], id, a)
+      redis.call('ZADD', KEYS[3], tonumber(b), id)
+    elseif op == 'finish' then
+      redis.call('HDEL', KEYS[1], id)
+      if a ~= '' then
+        redis.call('HSET', KEYS[6], id, a)
+        redis.call('ZADD', KEYS[7], now + tonumber(ARGV[5]), id)
+      end
+      if b ~= '' then
+        dead_add(now, id, b)
+        dead_added = true
+      end
+    else
+      redis.call('LPUSH', KEYS[2], id)
+    end
+    results[#results + 1] = 1
+  else
+    results[#results + 1] = 0
+  end
+end
+if dead_added then
+  dead_trim(now, tonumber(ARGV[3]), tonumber(ARGV[4]))
+end
+for i = 7 + nops * 4, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[10], ARGV[i], tonumber(ARGV[i + 1]))
+end
+return results

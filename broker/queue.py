@@ -1,0 +1,171 @@
+"""The async-invoke queue on Redis: every state change is one Lua script, so moves between
+ready, delayed, in-flight, outbox and dead are atomic (see ``broker/keys.py`` for the keys
+and ``broker/lua/`` for the scripts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from broker.errors import TooManyRequestsError
+from broker.keys import Keys
+
+_SCRIPTS = ("enqueue", "claim", "settle", "extend", "outbox_claim", "outbox_done")
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one claim returned."""
+
+    reserved: int | None  # the function's reserved concurrency (None = unreserved)
+    next_due: float | None  # epoch seconds of the next delayed retry, if any
+    ready_left: int  # events still ready after this claim
+    events: list[tuple[str, str]] = field(default_factory=list)  # (request id, envelope)
+
+
+@dataclass(frozen=True)
+class SettleOp:
+    op: Literal["retry", "finish", "release"]
+    request_id: str
+    envelope: str = ""  # retry: the updated envelope
+    due_at: float = 0.0  # retry: epoch seconds
+    outbox: str = ""  # finish: outbox entry JSON ('' = nothing to deliver)
+    dead: str = ""  # finish: dead-letter entry JSON ('' = none)
+
+
+@dataclass(frozen=True)
+class OutboxDone:
+    outbox_id: str
+    dead_id: str = ""
+    dead_entry: str = ""
+
+
+class AsyncQueue:
+    """Typed wrappers around the queue scripts; one instance per Redis client."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        lua = resources.files("broker") / "lua"
+        common = (lua / "common.lua").read_text()
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(common + "\n" + (lua / f"{name}.lua").read_text())
+            for name in _SCRIPTS
+        }
+
+    async def _run(self, name: str, function: str, args: list[Any]) -> Any:
+        return await self._scripts[name](keys=self.keys.for_function(function).queue, args=args)
+
+    async def enqueue(self, function: str, events: list[tuple[str, str]], max_depth: int) -> int:
+        """Store events; raises ``TooManyRequestsError`` when the queue is at its cap."""
+        args: list[Any] = [max_depth, self.keys.wake, function]
+        for request_id, envelope in events:
+            args += [request_id, envelope]
+        added = int(await self._run("enqueue", function, args))
+        if added < 0:
+            raise TooManyRequestsError(
+                "Rate Exceeded.", Reason="FunctionInvocationRateLimitExceeded"
+            )
+        return added
+
+    async def claim(
+        self, function: str, now: float, max_events: int, lease_s: float, token: str
+    ) -> Claim:
+        raw = await self._run("claim", function, [_ms(now), max_events, _ms(lease_s), token])
+        reserved, next_due, left = int(raw[0]), int(raw[1]), int(raw[2])
+        events = [(_text(raw[i]), _text(raw[i + 1])) for i in range(3, len(raw), 2)]
+        return Claim(
+            reserved=None if reserved < 0 else reserved,
+            next_due=next_due / 1000 if next_due else None,
+            ready_left=left,
+            events=events,
+        )
+
+    async def settle(
+        self,
+        function: str,
+        now: float,
+        token: str,
+        ops: list[SettleOp],
+        counters: dict[str, int],
+        *,
+        dead_max_age_s: float,
+        dead_max_count: int,
+        outbox_lease_s: float,
+    ) -> list[bool]:
+        """Apply decisions atomically; False where the lease was lost (the op is skipped)."""
+        args: list[Any] = [
+            _ms(now),
+            token,
+            _ms(dead_max_age_s),
+            dead_max_count,
+            _ms(outbox_lease_s),
+            len(ops),
+        ]
+        for op in ops:
+            if op.op == "retry":
+                args += ["retry", op.request_id, op.envelope, _ms(op.due_at)]
+            elif op.op == "finish":
+                args += ["finish", op.request_id, op.outbox, op.dead]
+            else:
+                args += ["release", op.request_id, "", ""]
+        for name, count in counters.items():
+            args += [name, count]
+        return [bool(flag) for flag in await self._run("settle", function, args)]
+
+    async def extend(self, function: str, request_ids: list[str], expiry: float, token: str) -> int:
+        return int(await self._run("extend", function, [_ms(expiry), token, *request_ids]))
+
+    async def outbox_claim(
+        self, function: str, now: float, lease_s: float, max_entries: int
+    ) -> list[tuple[str, str]]:
+        raw = await self._run("outbox_claim", function, [_ms(now), _ms(lease_s), max_entries])
+        return [(_text(raw[i]), _text(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+    async def outbox_done(
+        self,
+        function: str,
+        now: float,
+        done: list[OutboxDone],
+        counters: dict[str, int],
+        *,
+        dead_max_age_s: float,
+        dead_max_count: int,
+    ) -> None:
+        args: list[Any] = [_ms(now), _ms(dead_max_age_s), dead_max_count]
+        for item in done:
+            args += [item.outbox_id, item.dead_id, item.dead_entry]
+        args.append("--")
+        for name, count in counters.items():
+            args += [name, count]
+        await self._run("outbox_done", function, args)
+
+    async def depth(self, function: str) -> dict[str, int]:
+        """Events per state, for the CLI and tests."""
+        fk = self.keys.for_function(function)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(fk.ready)
+            pipe.zcard(fk.delayed)
+            pipe.zcard(fk.inflight)
+            pipe.hlen(fk.outbox)
+            pipe.zcard(fk.dead)
+            ready, delayed, inflight, outbox, dead = await pipe.execute()
+        return {
+            "ready": int(ready),
+            "delayed": int(delayed),
+            "inflight": int(inflight),
+            "outbox": int(outbox),
+            "dead": int(dead),
+        }

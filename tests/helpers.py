@@ -1,0 +1,30 @@
+"""Waiting without bare sleeps, and reading what destinations received."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, interval_s: float = 0.02
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+
+
+async def stream_records(client: aioredis.Redis, stream: str) -> list[dict[str, Any]]:
+    """Invocation records a ``redis-stream:`` destination received, in order."""
+    return [json.loads(fields[b"record"]) for _, fields in await client.xrange(stream)]
+
+
+async def stream_length_at_least(client: aioredis.Redis, stream: str, n: int) -> bool:
+    return int(await client.xlen(stream)) >= n
