@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ class InvokerRegistry:
     def __init__(self, factories: dict[str, InvokerFactory] | None = None) -> None:
         self._factories: dict[str, InvokerFactory] = dict(factories or {})
         self._built: dict[str, Invoker] = {}
+        # One start per scheme, however many calls arrive while it is starting.
+        self._starting: dict[str, asyncio.Task[Invoker]] = {}
 
     def register(self, scheme: str, factory: InvokerFactory) -> None:
         self._factories[scheme] = factory
@@ -87,19 +90,32 @@ class InvokerRegistry:
     async def get(self, target: str) -> Invoker:
         scheme = self.scheme(target)
         invoker = self._built.get(scheme)
-        if invoker is None:
-            factory = self._factories.get(scheme)
-            if factory is None:
-                raise ConfigError(f"no invoker for target scheme {scheme!r} ({target})")
+        if invoker is not None:
+            return invoker
+        factory = self._factories.get(scheme)
+        if factory is None:
+            raise ConfigError(f"no invoker for target scheme {scheme!r} ({target})")
+        task = self._starting.get(scheme)
+        if task is None:
+            task = asyncio.ensure_future(self._start(scheme, factory))
+            self._starting[scheme] = task
+        return await asyncio.shield(task)
+
+    async def _start(self, scheme: str, factory: InvokerFactory) -> Invoker:
+        try:
             invoker = factory()
             await invoker.start()
             self._built[scheme] = invoker
-        return invoker
+            return invoker
+        finally:
+            self._starting.pop(scheme, None)
 
     async def invoke(self, invocation: Invocation) -> InvokeResult:
         return await (await self.get(invocation.target)).invoke(invocation)
 
     async def close(self) -> None:
+        for task in list(self._starting.values()):
+            await asyncio.wait({task})
         built, self._built = self._built, {}
         for invoker in built.values():
             await invoker.close()
