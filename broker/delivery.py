@@ -66,6 +66,7 @@ class Deliverer:
         self.clock = clock
         self.policy = policy
         self._tasks: set[asyncio.Task[None]] = set()
+        self._active: dict[str, set[str]] = {}  # function -> outbox ids being delivered here
 
     def submit(self, function: str, entries: list[tuple[str, str]]) -> None:
         """Deliver in the background; the outbox keeps the entries until done."""
@@ -85,6 +86,14 @@ class Deliverer:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5.0)
 
+    async def renew(self) -> None:
+        """Extend the delivery leases of what this process is delivering right now, so a
+        slow destination does not make another sweep deliver the same entry again."""
+        expiry = self.clock.now() + self.policy.lease_s
+        for function, ids in list(self._active.items()):
+            if ids:
+                await self.queue.outbox_extend(function, list(ids), expiry)
+
     async def sweep(self, functions: list[str], max_entries: int = 500) -> int:
         """Take over outbox entries whose delivery lease expired; returns how many."""
         taken = 0
@@ -92,6 +101,8 @@ class Deliverer:
             entries = await self.queue.outbox_claim(
                 function, self.clock.now(), self.policy.lease_s, max_entries
             )
+            active = self._active.get(function, set())
+            entries = [(oid, raw) for oid, raw in entries if oid not in active]
             if entries:
                 log.info("outbox_reclaimed", function=function, count=len(entries))
                 taken += len(entries)
@@ -99,6 +110,15 @@ class Deliverer:
         return taken
 
     async def deliver(self, function: str, entries: list[tuple[str, str]]) -> None:
+        active = self._active.setdefault(function, set())
+        ids = {outbox_id for outbox_id, _ in entries}
+        active |= ids
+        try:
+            await self._deliver(function, entries)
+        finally:
+            active -= ids
+
+    async def _deliver(self, function: str, entries: list[tuple[str, str]]) -> None:
         parsed = [(outbox_id, json.loads(raw)) for outbox_id, raw in entries]
         by_target: dict[str, list[tuple[str, Delivery]]] = defaultdict(list)
         for outbox_id, entry in parsed:

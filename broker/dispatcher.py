@@ -172,7 +172,9 @@ class Dispatcher:
             claim = await self.queue.claim(name, self.clock.now(), share, lease_s, self.token)
             if claim.next_due is not None:
                 next_due = claim.next_due if next_due is None else min(next_due, claim.next_due)
-            more = more or claim.ready_left > 0
+            # A function at its reserved concurrency has work but no room: polling it again
+            # at once would spin; a settle here or the poll interval brings the next look.
+            more = more or (claim.ready_left > 0 and not claim.capped)
             for request_id, raw in claim.events:
                 self._running += 1
                 self._held[name].add(request_id)
@@ -334,9 +336,10 @@ class Dispatcher:
                     log.exception("lease_extend_failed", function=function)
 
     async def _sweep_loop(self) -> None:
-        interval = max(0.05, self.settings.delivery_lease_s / 2)
+        interval = max(0.05, self.settings.delivery_lease_s / 3)
         while not await self._pause(interval):
             try:
+                await self.deliverer.renew()
                 await self.deliverer.sweep(await self.functions.names())
             except Exception:
                 log.exception("outbox_sweep_failed")

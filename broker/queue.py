@@ -32,6 +32,7 @@ class Claim:
     reserved: int | None  # the function's reserved concurrency (None = unreserved)
     next_due: float | None  # epoch seconds of the next delayed retry, if any
     ready_left: int  # events still ready after this claim
+    capped: bool  # the function's reserved concurrency is now fully used
     events: list[tuple[str, str]] = field(default_factory=list)  # (request id, envelope)
 
 
@@ -85,11 +86,12 @@ class AsyncQueue:
     ) -> Claim:
         raw = await self._run("claim", function, [_ms(now), max_events, _ms(lease_s), token])
         reserved, next_due, left = int(raw[0]), int(raw[1]), int(raw[2])
-        events = [(_text(raw[i]), _text(raw[i + 1])) for i in range(3, len(raw), 2)]
+        events = [(_text(raw[i]), _text(raw[i + 1])) for i in range(4, len(raw), 2)]
         return Claim(
             reserved=None if reserved < 0 else reserved,
             next_due=next_due / 1000 if next_due else None,
             ready_left=left,
+            capped=bool(int(raw[3])),
             events=events,
         )
 
@@ -133,6 +135,11 @@ class AsyncQueue:
     ) -> list[tuple[str, str]]:
         raw = await self._run("outbox_claim", function, [_ms(now), _ms(lease_s), max_entries])
         return [(_text(raw[i]), _text(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+    async def outbox_extend(self, function: str, outbox_ids: list[str], expiry: float) -> None:
+        """Renew the delivery lease of entries this process is still delivering."""
+        key = self.keys.for_function(function).outbox_leases
+        await self.client.zadd(key, dict.fromkeys(outbox_ids, _ms(expiry)), xx=True)
 
     async def outbox_done(
         self,

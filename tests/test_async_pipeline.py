@@ -333,3 +333,21 @@ async def test_claims_rotate_so_a_backlog_cannot_starve_another_function(
     await broker.invoke_async("quiet", {"n": 1})
     await one_record(redis_client, "quiet-ok")
     assert int(await redis_client.xlen("backlog-ok")) < 100
+
+
+async def test_full_reserved_concurrency_does_not_spin_on_claims(
+    make_broker: BrokerFactory, redis_client: aioredis.Redis
+) -> None:
+    broker = await make_broker()
+    await configure(broker, "orders", f"{H}:sleepy", reserved_concurrency=1)
+    before = await _evalsha_calls(redis_client)
+    await broker.invoke_async_many("orders", [{"sleep_s": 0.1}] * 5)
+    await wait_until(lambda: stream_length_at_least(redis_client, "orders-ok", 5))
+    calls = await _evalsha_calls(redis_client) - before
+    # ~0.5 s of work: a few claims per settle and per poll, not a tight loop of thousands.
+    assert calls < 150, calls
+
+
+async def _evalsha_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))

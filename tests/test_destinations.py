@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from broker import ManualClock
 from tests.conftest import BrokerFactory
 from tests.helpers import stream_length_at_least, stream_records, wait_until
 from tests.servers import LambdaHttpFunction
@@ -140,3 +143,39 @@ async def test_dead_letter_store_retention_is_bounded_by_count(
     await wait_until(all_ended)
     kept = await broker.dead_letters.list("orders")
     assert len(kept) == 3 and {e["requestId"] for e in kept} <= set(ids)
+
+
+@pytest.fixture
+def slow_webhook() -> Iterator[LambdaHttpFunction]:
+    def respond(event: Any, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        time.sleep(1.2)  # slower than the delivery lease below
+        return 204, {}, b""
+
+    hook = LambdaHttpFunction(respond).start()
+    yield hook
+    hook.stop()
+
+
+async def test_slow_delivery_keeps_its_lease_and_is_not_sent_twice(
+    make_broker: BrokerFactory, slow_webhook: LambdaHttpFunction, clock: ManualClock
+) -> None:
+    broker = await make_broker(delivery_lease_s=0.3)
+    await broker.put_function("orders", f"{H}:ok")
+    await broker.put_event_invoke_config(
+        "orders", {"DestinationConfig": {"OnSuccess": {"Destination": slow_webhook.server_url}}}
+    )
+    await broker.invoke_async("orders", {"n": 1})
+
+    async def delivering() -> bool:
+        return len(slow_webhook.calls) == 1
+
+    await wait_until(delivering)
+    for _ in range(6):  # time passes while the POST is in progress: lease renewals keep up
+        clock.advance(0.2)
+        await asyncio.sleep(0.2)
+
+    async def delivered() -> bool:
+        return (await broker.queue_depth("orders"))["outbox"] == 0
+
+    await wait_until(delivered)
+    assert len(slow_webhook.calls) == 1

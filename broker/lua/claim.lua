@@ -2,7 +2,7 @@
 -- never more than the function's reserved concurrency allows across all processes.
 -- ARGV: 1 now ms, 2 max events, 3 lease ms, 4 lease token.
 -- Returns {reserved (-1 = unreserved), next retry due ms (0 = none), ready left,
---          id1, envelope1, id2, envelope2, ...}.
+--          1 if reserved concurrency is full else 0, id1, envelope1, id2, envelope2, ...}.
 local now = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
@@ -19,19 +19,21 @@ if #stale > 0 then
   redis.call('HINCRBY', KEYS[10], 'Reclaimed', #stale)
 end
 local n = tonumber(ARGV[2])
+local capped = 0
 local reserved = redis.call('GET', KEYS[11])
 if reserved then
   reserved = tonumber(reserved)
   if reserved > 0 then
     local room = reserved - redis.call('ZCARD', KEYS[4])
-    if room < n then
+    if room <= n then
       n = room
+      capped = 1
     end
   end
 else
   reserved = -1
 end
-local out = {reserved, 0, 0}
+local out = {reserved, 0, 0, capped}
 if n > 0 then
   local ids = redis.call('LPOP', KEYS[2], n)
   if ids then
