@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import structlog
 
 from broker.clock import Clock
-from broker.decide import Decision, RetryPolicy, after_attempt, before_attempt
+from broker.decide import Decision, Finish, RetryPolicy, after_attempt, before_attempt
 from broker.delivery import Deliverer
 from broker.functions import FunctionCache, FunctionState
 from broker.invokers.base import Invocation, InvokerRegistry
@@ -45,6 +45,25 @@ class DispatchSettings:
     dead_letter_max_age_s: float
     dead_letter_max_count: int
     delivery_lease_s: float
+
+
+def _log_decision(decision: Decision, result: InvokeResult | None, now: float) -> None:
+    """One line per attempt's outcome; payloads only at debug level."""
+    outcome = result.outcome if result else None
+    if isinstance(decision, Finish):
+        if decision.condition == "Success":
+            log.debug("event_succeeded", attempts=decision.envelope.executed_attempts)
+        else:
+            log.info(
+                "event_failed",
+                condition=decision.condition,
+                attempts=decision.envelope.executed_attempts,
+                outcome=outcome,
+            )
+    else:
+        log.info("retry_scheduled", outcome=outcome, delay_s=round(decision.due_at - now, 3))
+    if result is not None and result.outcome != "success":
+        log.debug("attempt_response", payload=result.payload, message=result.error_message)
 
 
 @dataclass
@@ -199,9 +218,13 @@ class Dispatcher:
         self, state: FunctionState, reserved: int | None, request_id: str, raw: str
     ) -> None:
         function = state.config.name
+        # Each event runs in its own task, whose context is a copy: bindings stay with it.
+        structlog.contextvars.bind_contextvars(function=function, request_id=request_id)
         try:
             envelope = Envelope.model_validate_json(raw)
+            structlog.contextvars.bind_contextvars(attempt=envelope.executed_attempts + 1)
             decision, result = await self._attempt(state, reserved, envelope)
+            _log_decision(decision, result, self.clock.now())
             op = settle_op(state, decision, self.clock.now())
             counters = attempt_counters(result)
             for name, count in outcome_counters(decision).items():
@@ -239,11 +262,6 @@ class Dispatcher:
             timeout_s=config.timeout_s,
             memory_mb=config.memory_mb,
         )
-        structlog.contextvars.bind_contextvars(
-            function=config.name,
-            request_id=envelope.request_id,
-            attempt=envelope.executed_attempts + 1,
-        )
         try:
             result = await self.invokers.invoke(invocation)
         except asyncio.CancelledError:
@@ -251,8 +269,6 @@ class Dispatcher:
         except Exception as exc:  # an invoker bug or an unknown scheme: a system error
             log.warning("invoke_failed", error=repr(exc))
             result = InvokeResult(outcome="system_error", status_code=500, error_message=str(exc))
-        finally:
-            structlog.contextvars.clear_contextvars()
         decision = after_attempt(
             envelope, result, policy, self.clock.now(), jitter=random.uniform(-1.0, 1.0)
         )
