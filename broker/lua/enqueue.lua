@@ -7,6 +7,7 @@ local depth = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3])
 if depth + n > tonumber(ARGV[1]) then
   return -1
 end
+local was_empty = redis.call('LLEN', KEYS[2]) == 0
 local added = 0
 for i = 4, #ARGV, 2 do
   if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
@@ -16,6 +17,10 @@ for i = 4, #ARGV, 2 do
 end
 if added > 0 then
   redis.call('HINCRBY', KEYS[10], 'AsyncEventsReceived', added)
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  -- Wake idle dispatchers only on the empty -> non-empty edge: with a backlog they are
+  -- already claiming (or at their limits, which settles and the poll interval cover).
+  if was_empty then
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
+  end
 end
 return added
