@@ -33,7 +33,7 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-def test_settings(**overrides: Any) -> Settings:
+def settings_for_tests(**overrides: Any) -> Settings:
     """Settings for tests: short waits everywhere so nothing waits a minute."""
     values: dict[str, Any] = {
         "key_prefix": f"t{uuid.uuid4().hex[:6]}",
@@ -54,7 +54,9 @@ async def make_broker(
 
     async def factory(**overrides: Any) -> Broker:
         dispatch = overrides.pop("dispatch", True)
-        broker = Broker(test_settings(**overrides), redis_client, clock=clock, dispatch=dispatch)
+        broker = Broker(
+            settings_for_tests(**overrides), redis_client, clock=clock, dispatch=dispatch
+        )
         await broker.start()
         brokers.append(broker)
         return broker

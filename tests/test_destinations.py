@@ -179,3 +179,22 @@ async def test_slow_delivery_keeps_its_lease_and_is_not_sent_twice(
 
     await wait_until(delivered)
     assert len(slow_webhook.calls) == 1
+
+
+async def test_dead_letter_store_retention_is_bounded_by_age(
+    make_broker: BrokerFactory, clock: ManualClock
+) -> None:
+    broker = await make_broker(dead_letter_max_age_s=60)
+    await broker.put_function("orders", f"{H}:fail")
+    await broker.put_event_invoke_config("orders", {"MaximumRetryAttempts": 0})
+    old = await broker.invoke_async("orders", {"n": 1})
+
+    async def dropped(n: int) -> bool:
+        return (await broker.stats("orders")).get("AsyncEventsDropped", 0) == n
+
+    await wait_until(lambda: dropped(1))
+    clock.advance(61)
+    new = await broker.invoke_async("orders", {"n": 2})
+    await wait_until(lambda: dropped(2))
+    assert [e["requestId"] for e in await broker.dead_letters.list("orders")] == [new]
+    assert old != new

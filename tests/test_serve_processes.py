@@ -24,7 +24,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from broker.core import Broker
-from tests.conftest import test_settings as settings_for_tests
+from tests.conftest import settings_for_tests as settings_for_tests
 from tests.helpers import stream_length_at_least, wait_until
 from tests.process_helpers import ServeLauncher
 from tests.servers import RedisServer
