@@ -26,12 +26,9 @@ import json
 import multiprocessing
 import os
 import resource
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
@@ -49,6 +46,7 @@ from bench import handlers  # noqa: E402
 from broker.core import Broker  # noqa: E402
 from broker.logsetup import configure_logging  # noqa: E402
 from broker.settings import Settings  # noqa: E402
+from tests.servers import RedisServer, start_redis  # noqa: E402
 
 PREFIX = "bench"
 OK_STREAM = "bench-ok"
@@ -60,64 +58,6 @@ TARGET_RATIO = 10.0
 TARGET_RATE = 5_000.0
 TARGET_P50_MS = 5.0
 TARGET_P99_MS = 50.0
-
-
-# -- redis-server ------------------------------------------------------------------------------
-
-
-class RedisServer:
-    """redis-server on a free loopback port, no persistence (tests/servers.py's pattern)."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.directory = tempfile.mkdtemp(prefix="sluice-bench-redis-")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                self.directory,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.process.kill()
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        client.close()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 # -- CPU accounting (Linux /proc) --------------------------------------------------------------
@@ -594,7 +534,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     configure_logging("console", "warning")
     rq_jobs = args.rq_jobs or max(100, args.events // 4)
-    server = RedisServer()
+    server = start_redis()
     try:
         print(
             f"redis-server on port {server.port} (no persistence); {os.cpu_count()} CPUs; "

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import pytest
 import redis
 
 
@@ -29,6 +28,8 @@ def free_port() -> int:
 def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
+        import pytest  # only where a test asks (the bench shares these helpers)
+
         if os.environ.get("CI"):
             pytest.fail(f"{name} is not installed; .ci/run installs it")
         pytest.skip(f"{name} is not installed")
@@ -51,6 +52,7 @@ class RedisServer:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
