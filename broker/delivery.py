@@ -48,6 +48,7 @@ def deliveries_of(entry: dict[str, Any]) -> list[Delivery]:
             payload=entry["payload"],
             error_code=entry.get("error_code", 200),
             error_message=entry.get("error_message", ""),
+            record_json=entry.get("record_json", ""),
         )
         for target in entry["targets"]
     ]
@@ -68,7 +69,7 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._active: dict[str, set[str]] = {}  # function -> outbox ids being delivered here
 
-    def submit(self, function: str, entries: list[tuple[str, str]]) -> None:
+    def submit(self, function: str, entries: list[tuple[str, dict[str, Any]]]) -> None:
         """Deliver in the background; the outbox keeps the entries until done."""
         task = asyncio.create_task(self.deliver(function, entries))
         self._tasks.add(task)
@@ -106,10 +107,11 @@ class Deliverer:
             if entries:
                 log.info("outbox_reclaimed", function=function, count=len(entries))
                 taken += len(entries)
-                await self.deliver(function, entries)
+                await self.deliver(function, [(oid, json.loads(raw)) for oid, raw in entries])
         return taken
 
-    async def deliver(self, function: str, entries: list[tuple[str, str]]) -> None:
+    async def deliver(self, function: str, entries: list[tuple[str, dict[str, Any]]]) -> None:
+        """Deliver parsed outbox entries (id, entry), then remove them from the outbox."""
         active = self._active.setdefault(function, set())
         ids = {outbox_id for outbox_id, _ in entries}
         active |= ids
@@ -118,8 +120,7 @@ class Deliverer:
         finally:
             active -= ids
 
-    async def _deliver(self, function: str, entries: list[tuple[str, str]]) -> None:
-        parsed = [(outbox_id, json.loads(raw)) for outbox_id, raw in entries]
+    async def _deliver(self, function: str, parsed: list[tuple[str, dict[str, Any]]]) -> None:
         by_target: dict[str, list[tuple[str, Delivery]]] = defaultdict(list)
         for outbox_id, entry in parsed:
             for delivery in deliveries_of(entry):

@@ -8,6 +8,7 @@ factory, and builds one destination per distinct string, on first use.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ class Delivery:
     payload: str  # the original event JSON (the body of a dead-letter message)
     error_code: int = 200
     error_message: str = ""
+    record_json: str = ""  # ``record`` already serialised, when at hand
+
+    def record_text(self) -> str:
+        return self.record_json or json.dumps(self.record)
 
 
 class Destination(Protocol):

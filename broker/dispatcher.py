@@ -18,6 +18,7 @@ import socket
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -326,12 +327,12 @@ class Dispatcher:
             except Exception:
                 self._done.extend(items)  # try again; leases still protect the events
                 raise
-            outbox: list[tuple[str, str]] = []
+            outbox: list[tuple[str, dict[str, Any]]] = []
             for item, ok in zip(items, applied, strict=True):
                 if not ok:
                     log.warning("lease_lost", function=function, request_id=item.op.request_id)
-                elif item.op.outbox:
-                    outbox.append((item.op.request_id, item.op.outbox))
+                elif item.op.entry is not None:
+                    outbox.append((item.op.request_id, item.op.entry))
                 self._release_slot(function, item.op.request_id)
             if outbox:
                 self.deliverer.submit(function, outbox)

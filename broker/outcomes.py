@@ -55,23 +55,27 @@ def finish_op(state: FunctionState, decision: Finish, now: float) -> SettleOp:
         if state.config.dead_letter_target:
             targets.append({"kind": "dead_letter", "target": state.config.dead_letter_target})
     outbox = ""
+    entry: dict[str, Any] | None = None
     error_code, error_message = (
         (200, "") if condition == "Success" else dead_letter_error(envelope, condition)
     )
     if targets:
-        outbox = json.dumps(
-            {
-                "v": 1,
-                "function": envelope.function,
-                "request_id": envelope.request_id,
-                "condition": condition,
-                "record": record,
-                "payload": envelope.payload,
-                "error_code": error_code,
-                "error_message": error_message,
-                "targets": targets,
-            }
-        )
+        entry = {
+            "v": 1,
+            "function": envelope.function,
+            "request_id": envelope.request_id,
+            "condition": condition,
+            "payload": envelope.payload,
+            "error_code": error_code,
+            "error_message": error_message,
+            "targets": targets,
+        }
+        # The record is serialised once and spliced in: the stored outbox entry and the
+        # destinations in this process reuse the same text.
+        record_json = json.dumps(record)
+        outbox = json.dumps(entry)[:-1] + ', "record": ' + record_json + "}"
+        entry["record"] = record
+        entry["record_json"] = record_json
     dead = ""
     if condition != "Success":
         dead = dead_letter_entry(
@@ -86,7 +90,7 @@ def finish_op(state: FunctionState, decision: Finish, now: float) -> SettleOp:
             errors=_errors(envelope),
             at=iso_ms(now),
         )
-    return SettleOp("finish", envelope.request_id, outbox=outbox, dead=dead)
+    return SettleOp("finish", envelope.request_id, outbox=outbox, dead=dead, entry=entry)
 
 
 def settle_op(state: FunctionState, decision: Decision, now: float) -> SettleOp:

@@ -44,6 +44,7 @@ class SettleOp:
     due_at: float = 0.0  # retry: epoch seconds
     outbox: str = ""  # finish: outbox entry JSON ('' = nothing to deliver)
     dead: str = ""  # finish: dead-letter entry JSON ('' = none)
+    entry: dict[str, Any] | None = field(default=None, compare=False)  # outbox, parsed
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class AsyncQueue:
             dead_max_count,
             _ms(outbox_lease_s),
             len(ops),
+            self.keys.wake,
+            function,
         ]
         for op in ops:
             if op.op == "retry":

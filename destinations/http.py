@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 
 from broker.destination import Delivery, DestinationContext
@@ -30,7 +28,7 @@ class WebhookDestination:
                 "ascii", "backslashreplace"
             ).decode()[:1024]
         else:
-            body = json.dumps(delivery.record)
+            body = delivery.record_text()
         try:
             response = await self._client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:

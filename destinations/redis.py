@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
@@ -32,7 +31,7 @@ class RedisStreamDestination:
                 "ErrorMessage": delivery.error_message,
             }
         return {
-            "record": json.dumps(delivery.record),
+            "record": delivery.record_text(),
             "requestId": delivery.request_id,
             "condition": delivery.condition,
         }

@@ -1,6 +1,7 @@
 -- Apply the dispatcher's decisions for events this claimer still holds (token matches).
 -- ARGV: 1 now ms, 2 token, 3 dead max age ms, 4 dead max count, 5 outbox lease ms,
---       6 number of ops, then per op 4 fields (op, id, a, b), then counter pairs (name, n).
+--       6 number of ops, 7 wake channel, 8 function name, then per op 4 fields
+--       (op, id, a, b), then counter pairs (name, n).
 -- ops: retry (a = envelope, b = due ms) | finish (a = outbox entry or '', b = dead-letter
 --      entry or '') | release (back to the front of ready; a, b unused).
 -- Returns one 1 (applied) or 0 (lease lost to another claimer) per op.
@@ -10,7 +11,7 @@ local nops = tonumber(ARGV[6])
 local results = {}
 local dead_added = false
 for i = 0, nops - 1 do
-  local base = 7 + i * 4
+  local base = 9 + i * 4
   local op, id, a, b = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
   if redis.call('HGET', KEYS[5], id) == token then
     redis.call('ZREM', KEYS[4], id)
@@ -39,7 +40,13 @@ end
 if dead_added then
   dead_trim(now, tonumber(ARGV[3]), tonumber(ARGV[4]))
 end
-for i = 7 + nops * 4, #ARGV, 2 do
+for i = 9 + nops * 4, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[10], ARGV[i], tonumber(ARGV[i + 1]))
+end
+-- Slots of a reserved function were freed: wake every process, not only this one, so that
+-- all of them get a fair chance at the function's concurrency.
+local reserved = tonumber(redis.call('GET', KEYS[11]) or '0')
+if reserved > 0 and redis.call('LLEN', KEYS[2]) > 0 then
+  redis.call('PUBLISH', ARGV[7], ARGV[8])
 end
 return results

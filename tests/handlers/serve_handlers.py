@@ -61,7 +61,8 @@ def exclusive(event: dict[str, Any], context: Any) -> None:
 
     * ``NS:violations``: calls that found their request id already running (SET NX failed);
     * ``NS:concurrent`` / ``NS:max``: calls running now, and the most there ever were;
-    * ``NS:pids``: the serve processes that ran a call; ``NS:ran``: one entry per execution.
+    * ``NS:pids``: calls run per serve process (hash pid -> count); ``NS:ran``: one entry
+      per execution.
     """
     client = _redis()
     ns, request_id = event["ns"], context.aws_request_id
@@ -74,5 +75,5 @@ def exclusive(event: dict[str, Any], context: Any) -> None:
     finally:
         client.decr(f"{ns}:concurrent")
         client.delete(running)
-    client.sadd(f"{ns}:pids", serve_pid())
+    client.hincrby(f"{ns}:pids", str(serve_pid()), 1)
     client.rpush(f"{ns}:ran", request_id)
