@@ -29,6 +29,7 @@ from broker.errors import (
     InvalidParameterValueError,
     InvalidRequestContentError,
     RequestTooLargeError,
+    ResourceConflictError,
     ResourceNotFoundError,
 )
 from broker.event_config import (
@@ -222,7 +223,17 @@ class Broker:
         return [c for c in configs if c is not None]
 
     async def delete_function(self, function: str) -> None:
+        """Delete a function; refused while it still has queued, in-flight or undelivered
+        events, so that nothing accepted is dropped silently."""
         config = await self.get_function(function)
+        depth = await self.queue.depth(config.name)
+        waiting = {k: v for k, v in depth.items() if k != "dead" and v}
+        if waiting:
+            raise ResourceConflictError(
+                f"Function {config.name} still has events "
+                + ", ".join(f"{k} {v}" for k, v in sorted(waiting.items()))
+                + "; wait for them to finish before deleting it."
+            )
         await self.store.delete(config.name)
         self.functions.invalidate(config.name)
 
@@ -318,7 +329,13 @@ class Broker:
             return "{}"
         if isinstance(payload, dict | list):
             return json.dumps(payload)
-        text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else payload
+        try:
+            text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+        except UnicodeDecodeError as exc:
+            raise InvalidRequestContentError(
+                "Could not parse request body into json: Could not parse payload into json: "
+                f"Invalid UTF-8 start byte at position {exc.start}"
+            ) from exc
         if text.strip() == "":
             return "{}"
         try:

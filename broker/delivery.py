@@ -107,7 +107,9 @@ class Deliverer:
             if entries:
                 log.info("outbox_reclaimed", function=function, count=len(entries))
                 taken += len(entries)
-                await self.deliver(function, [(oid, json.loads(raw)) for oid, raw in entries])
+                # In the background, like any delivery: a slow destination must not hold
+                # up lease renewals of the sweep loop.
+                self.submit(function, [(oid, json.loads(raw)) for oid, raw in entries])
         return taken
 
     async def deliver(self, function: str, entries: list[tuple[str, dict[str, Any]]]) -> None:

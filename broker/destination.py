@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 import redis.asyncio as aioredis
 
-from broker.errors import PermanentDeliveryError
+from broker.errors import DeliveryError, PermanentDeliveryError
 
 _ARN = re.compile(r"^arn:aws[a-zA-Z0-9-]*:(?P<service>[a-zA-Z0-9-]+):")
 
@@ -109,9 +109,15 @@ class DestinationRegistry:
             destination = self.get(target)
         except PermanentDeliveryError as exc:
             return [exc for _ in deliveries]
+        except Exception as exc:  # a destination's constructor failed: not ours to crash on
+            error = PermanentDeliveryError(f"cannot build destination {target}: {exc!r}")
+            return [error for _ in deliveries]
         batch = getattr(destination, "deliver_many", None)
         if batch is not None:
-            results: list[BaseException | None] = await batch(deliveries)
+            try:
+                results: list[BaseException | None] = await batch(deliveries)
+            except Exception as exc:  # a plug-in raised instead of returning errors
+                return [DeliveryError(f"{target}: {exc!r}") for _ in deliveries]
             return results
         outcomes = await asyncio.gather(
             *(destination.deliver(d) for d in deliveries), return_exceptions=True

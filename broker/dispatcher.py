@@ -28,7 +28,7 @@ from broker.delivery import Deliverer
 from broker.functions import FunctionCache, FunctionState
 from broker.invokers.base import Invocation, InvokerRegistry
 from broker.models import Envelope, InvokeResult
-from broker.outcomes import attempt_counters, outcome_counters, settle_op
+from broker.outcomes import attempt_counters, outcome_counters, settle_op, unreadable_op
 from broker.queue import AsyncQueue, SettleOp
 
 log = structlog.get_logger("sluice.dispatcher")
@@ -72,6 +72,7 @@ class _Done:
     function: str
     op: SettleOp
     counters: dict[str, int]
+    token: str  # the lease token of the claim that took the event
 
 
 class Dispatcher:
@@ -92,8 +93,11 @@ class Dispatcher:
         self.clock = clock
         self.settings = settings
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._claims = 0  # each claim's lease token is ``token:n``: a reclaimed event gets a
+        # new token even in this process, so a late settle of an older run is refused
         self._running = 0  # events claimed and not yet settled
-        self._held: dict[str, set[str]] = defaultdict(set)  # function -> claimed request ids
+        # function -> request id -> lease token, for every event this process holds
+        self._held: dict[str, dict[str, str]] = defaultdict(dict)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._done: list[_Done] = []
@@ -133,6 +137,13 @@ class Dispatcher:
             await asyncio.gather(claim_loop, return_exceptions=True)
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=drain_timeout_s)
+            if pending:
+                # Stop the calls still running (python workers are killed, HTTP requests
+                # dropped) before their events are given back, so that no other process
+                # starts an event while its call here still runs.
+                log.warning("drain_timeout", running=len(pending))
+                await self.invokers.close()
+                _, pending = await asyncio.wait(pending, timeout=5.0)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -189,7 +200,9 @@ class Dispatcher:
             if state is None:
                 continue
             lease_s = state.config.timeout_s + self.settings.visibility_grace_s
-            claim = await self.queue.claim(name, self.clock.now(), share, lease_s, self.token)
+            self._claims += 1
+            token = f"{self.token}:{self._claims}"
+            claim = await self.queue.claim(name, self.clock.now(), share, lease_s, token)
             if claim.next_due is not None:
                 next_due = claim.next_due if next_due is None else min(next_due, claim.next_due)
             # A function at its reserved concurrency has work but no room: polling it again
@@ -197,8 +210,8 @@ class Dispatcher:
             more = more or (claim.ready_left > 0 and not claim.capped)
             for request_id, raw in claim.events:
                 self._running += 1
-                self._held[name].add(request_id)
-                task = asyncio.create_task(self._run(state, claim.reserved, request_id, raw))
+                self._held[name][request_id] = token
+                task = asyncio.create_task(self._run(state, claim.reserved, request_id, raw, token))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         return more, next_due
@@ -216,13 +229,25 @@ class Dispatcher:
         )
 
     async def _run(
-        self, state: FunctionState, reserved: int | None, request_id: str, raw: str
+        self, state: FunctionState, reserved: int | None, request_id: str, raw: str, token: str
     ) -> None:
         function = state.config.name
         # Each event runs in its own task, whose context is a copy: bindings stay with it.
         structlog.contextvars.bind_contextvars(function=function, request_id=request_id)
         try:
             envelope = Envelope.model_validate_json(raw)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            # Unreadable (corrupt, or written by an incompatible version): keep it in the
+            # dead-letter store rather than reclaiming it forever.
+            log.error("envelope_unreadable", error=str(exc))
+            self._finished(
+                function,
+                unreadable_op(function, request_id, raw, str(exc), self.clock.now()),
+                {"Unreadable": 1},
+                token,
+            )
+            return
+        try:
             structlog.contextvars.bind_contextvars(attempt=envelope.executed_attempts + 1)
             decision, result = await self._attempt(state, reserved, envelope)
             _log_decision(decision, result, self.clock.now())
@@ -232,16 +257,18 @@ class Dispatcher:
                 counters[name] = counters.get(name, 0) + count
         except asyncio.CancelledError:
             # Draining: give the event back, at the front, for another process or restart.
-            self._done.append(_Done(function, SettleOp("release", request_id), {}))
-            self._done_event.set()
+            self._finished(function, SettleOp("release", request_id), {}, token)
             raise
         except Exception:
-            # Our own bug or a broken envelope: keep the lease so the event is retried after
-            # the visibility timeout instead of being lost.
-            log.exception("dispatch_failed", function=function, request_id=request_id)
-            self._release_slot(function, request_id)
+            # Our own bug: keep the lease so the event is retried after the visibility
+            # timeout instead of being lost.
+            log.exception("dispatch_failed")
+            self._release_slot(function, request_id, token)
             return
-        self._done.append(_Done(function, op, counters))
+        self._finished(function, op, counters, token)
+
+    def _finished(self, function: str, op: SettleOp, counters: dict[str, int], token: str) -> None:
+        self._done.append(_Done(function, op, counters, token))
         self._done_event.set()
 
     async def _attempt(
@@ -276,8 +303,10 @@ class Dispatcher:
         return decision, result
 
     # -- settling ----------------------------------------------------------------------------
-    def _release_slot(self, function: str, request_id: str) -> None:
-        self._held[function].discard(request_id)
+    def _release_slot(self, function: str, request_id: str, token: str) -> None:
+        held = self._held[function]
+        if held.get(request_id) == token:  # not a newer claim of the same event
+            del held[request_id]
         self._running -= 1
         self._slot_freed.set()
         self._wake.set()
@@ -309,17 +338,11 @@ class Dispatcher:
         for item in done:
             by_function[item.function].append(item)
         for function, items in by_function.items():
-            counters: dict[str, int] = defaultdict(int)
-            for item in items:
-                for name, count in item.counters.items():
-                    counters[name] += count
             try:
                 applied = await self.queue.settle(
                     function,
                     self.clock.now(),
-                    self.token,
-                    [item.op for item in items],
-                    dict(counters),
+                    [(item.op, item.token, item.counters) for item in items],
                     dead_max_age_s=self.settings.dead_letter_max_age_s,
                     dead_max_count=self.settings.dead_letter_max_count,
                     outbox_lease_s=self.settings.delivery_lease_s,
@@ -333,7 +356,7 @@ class Dispatcher:
                     log.warning("lease_lost", function=function, request_id=item.op.request_id)
                 elif item.op.entry is not None:
                     outbox.append((item.op.request_id, item.op.entry))
-                self._release_slot(function, item.op.request_id)
+                self._release_slot(function, item.op.request_id, item.token)
             if outbox:
                 self.deliverer.submit(function, outbox)
 
@@ -344,19 +367,30 @@ class Dispatcher:
             for function, held in list(self._held.items()):
                 if not held:
                     continue
-                state = await self.functions.get(function)
-                timeout_s = state.config.timeout_s if state else 900
-                expiry = self.clock.now() + timeout_s + self.settings.visibility_grace_s
                 try:
-                    await self.queue.extend(function, list(held), expiry, self.token)
-                except Exception:
+                    state = await self.functions.get(function)
+                    timeout_s = state.config.timeout_s if state else 900
+                    expiry = self.clock.now() + timeout_s + self.settings.visibility_grace_s
+                    await self.queue.extend(function, dict(held), expiry)
+                except Exception:  # a Redis blip: try again next beat, leases have slack
                     log.exception("lease_extend_failed", function=function)
 
     async def _sweep_loop(self) -> None:
         interval = max(0.05, self.settings.delivery_lease_s / 3)
+        trimmed_at = 0.0
         while not await self._pause(interval):
             try:
                 await self.deliverer.renew()
-                await self.deliverer.sweep(await self.functions.names())
+                names = await self.functions.names()
+                await self.deliverer.sweep(names)
+                if self.clock.now() - trimmed_at >= 60.0:
+                    trimmed_at = self.clock.now()
+                    for name in names:
+                        await self.queue.dead_trim(
+                            name,
+                            trimmed_at,
+                            self.settings.dead_letter_max_age_s,
+                            self.settings.dead_letter_max_count,
+                        )
             except Exception:
                 log.exception("outbox_sweep_failed")

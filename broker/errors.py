@@ -5,6 +5,7 @@
     SluiceError
     ├── ApiError                      AWS-shaped; carries code, HTTP status and message
     │   ├── ResourceNotFoundError     404 ResourceNotFoundException
+    │   ├── ResourceConflictError     409 ResourceConflictException
     │   ├── InvalidParameterValueError 400 InvalidParameterValueException
     │   ├── ValidationError           400 ValidationException
     │   ├── InvalidRequestContentError 400 InvalidRequestContentException
@@ -47,6 +48,11 @@ class ResourceNotFoundError(ApiError):
     code = "ResourceNotFoundException"
     status = 404
     message_key = "Message"
+
+
+class ResourceConflictError(ApiError):
+    code = "ResourceConflictException"
+    status = 409
 
 
 class InvalidParameterValueError(ApiError):

@@ -110,3 +110,20 @@ def outcome_counters(decision: Decision) -> dict[str, int]:
             return {"Succeeded": 1}
         return {"AsyncEventsDropped": 1, decision.condition: 1}
     return {"Retried": 1}
+
+
+def unreadable_op(function: str, request_id: str, raw: str, error: str, now: float) -> SettleOp:
+    """An envelope that cannot be read ends in the dead-letter store, kept verbatim."""
+    dead = dead_letter_entry(
+        kind="function_failed",
+        entry_id=request_id,
+        function=function,
+        request_id=request_id,
+        condition="UnreadableEnvelope",
+        record={},
+        payload=raw,
+        attempts=0,
+        errors=[error],
+        at=iso_ms(now),
+    )
+    return SettleOp("finish", request_id, dead=dead)

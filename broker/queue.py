@@ -14,7 +14,15 @@ from redis.commands.core import AsyncScript
 from broker.errors import TooManyRequestsError
 from broker.keys import Keys
 
-_SCRIPTS = ("enqueue", "claim", "settle", "extend", "outbox_claim", "outbox_done")
+_SCRIPTS = (
+    "enqueue",
+    "claim",
+    "settle",
+    "extend",
+    "outbox_claim",
+    "outbox_done",
+    "dead_trim",
+)
 
 
 def _ms(seconds: float) -> int:
@@ -100,18 +108,17 @@ class AsyncQueue:
         self,
         function: str,
         now: float,
-        token: str,
-        ops: list[SettleOp],
-        counters: dict[str, int],
+        ops: list[tuple[SettleOp, str, dict[str, int]]],
         *,
         dead_max_age_s: float,
         dead_max_count: int,
         outbox_lease_s: float,
     ) -> list[bool]:
-        """Apply decisions atomically; False where the lease was lost (the op is skipped)."""
+        """Apply decisions atomically, each as (op, lease token, counters); False where the
+        lease was lost (the op and its counters are skipped)."""
         args: list[Any] = [
             _ms(now),
-            token,
+            "",
             _ms(dead_max_age_s),
             dead_max_count,
             _ms(outbox_lease_s),
@@ -119,19 +126,22 @@ class AsyncQueue:
             self.keys.wake,
             function,
         ]
-        for op in ops:
+        for op, token, counters in ops:
+            counted = ",".join(f"{name}={count}" for name, count in counters.items())
             if op.op == "retry":
-                args += ["retry", op.request_id, op.envelope, _ms(op.due_at)]
+                args += ["retry", op.request_id, op.envelope, _ms(op.due_at), token, counted]
             elif op.op == "finish":
-                args += ["finish", op.request_id, op.outbox, op.dead]
+                args += ["finish", op.request_id, op.outbox, op.dead, token, counted]
             else:
-                args += ["release", op.request_id, "", ""]
-        for name, count in counters.items():
-            args += [name, count]
+                args += ["release", op.request_id, "", "", token, counted]
         return [bool(flag) for flag in await self._run("settle", function, args)]
 
-    async def extend(self, function: str, request_ids: list[str], expiry: float, token: str) -> int:
-        return int(await self._run("extend", function, [_ms(expiry), token, *request_ids]))
+    async def extend(self, function: str, leases: dict[str, str], expiry: float) -> int:
+        """Extend leases given as request id -> token; returns how many still held."""
+        args: list[Any] = [_ms(expiry)]
+        for request_id, token in leases.items():
+            args += [request_id, token]
+        return int(await self._run("extend", function, args))
 
     async def outbox_claim(
         self, function: str, now: float, lease_s: float, max_entries: int
@@ -161,6 +171,10 @@ class AsyncQueue:
         for name, count in counters.items():
             args += [name, count]
         await self._run("outbox_done", function, args)
+
+    async def dead_trim(self, function: str, now: float, max_age_s: float, max_count: int) -> None:
+        """Apply dead-letter retention even to functions that get no new entries."""
+        await self._run("dead_trim", function, [_ms(now), _ms(max_age_s), max_count])
 
     async def depth(self, function: str) -> dict[str, int]:
         """Events per state, for the CLI and tests."""

@@ -35,17 +35,17 @@ async def test_in_flight_event_of_a_dead_claimer_is_reclaimed_after_the_lease(
     assert record["requestContext"]["requestId"] == request_id
     assert (await producer.stats("orders"))["Reclaimed"] == 1
     # The dead process's late settle is refused: its lease is gone.
+    stats_before = await producer.stats("orders")
     late = await producer.queue.settle(
         "orders",
         clock.now(),
-        "dead-process",
-        [SettleOp("finish", request_id)],
-        {},
+        [(SettleOp("finish", request_id), "dead-process", {"Succeeded": 1})],
         dead_max_age_s=60,
         dead_max_count=10,
         outbox_lease_s=60,
     )
     assert late == [False]
+    assert await producer.stats("orders") == stats_before  # its counters are not applied
 
 
 async def test_undelivered_outbox_entry_of_a_dead_deliverer_is_delivered_by_another(
@@ -68,9 +68,7 @@ async def test_undelivered_outbox_entry_of_a_dead_deliverer_is_delivered_by_anot
     await producer.queue.settle(
         "orders",
         clock.now(),
-        "dead-process",
-        [SettleOp("finish", request_id, outbox=json.dumps(entry))],
-        {},
+        [(SettleOp("finish", request_id, outbox=json.dumps(entry)), "dead-process", {})],
         dead_max_age_s=60,
         dead_max_count=10,
         outbox_lease_s=5.0,

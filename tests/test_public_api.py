@@ -34,6 +34,7 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "PermanentDeliveryError",
         "RedisClock",
         "RequestTooLargeError",
+        "ResourceConflictError",
         "ResourceNotFoundError",
         "Retry",
         "RetryPolicy",

@@ -55,7 +55,7 @@ class HttpInvoker:
                 headers=headers,
                 timeout=timeout,
             )
-        except (httpx.ReadTimeout, httpx.WriteTimeout):
+        except httpx.ReadTimeout:  # the request was sent: the function ran too long
             return timeout_result(invocation)
         except httpx.HTTPError as exc:
             return InvokeResult(

@@ -407,6 +407,15 @@ def _reap(process: BaseProcess) -> int | None:
 
 def _reply_result(inv: Invocation, reply: Any) -> InvokeResult:
     if reply[0] == _worker.OK:
+        if len(reply[1]) > defaults.SYNC_RESPONSE_LIMIT_BYTES // 4 and (
+            len(reply[1].encode()) > defaults.SYNC_RESPONSE_LIMIT_BYTES
+        ):
+            return _function_error(
+                inv,
+                "Function.ResponseSizeTooLarge",
+                "Response payload size exceeded maximum allowed payload size "
+                f"({defaults.SYNC_RESPONSE_LIMIT_BYTES} bytes).",
+            )
         return InvokeResult(
             outcome="success", payload=reply[1], executed_version=inv.function_version
         )

@@ -1,19 +1,20 @@
--- Apply the dispatcher's decisions for events this claimer still holds (token matches).
--- ARGV: 1 now ms, 2 token, 3 dead max age ms, 4 dead max count, 5 outbox lease ms,
---       6 number of ops, 7 wake channel, 8 function name, then per op 4 fields
---       (op, id, a, b), then counter pairs (name, n).
+-- Apply the dispatcher's decisions for events whose lease the caller still holds (the
+-- op's token matches the event's lease token).
+-- ARGV: 1 now ms, 2 (unused), 3 dead max age ms, 4 dead max count, 5 outbox lease ms,
+--       6 number of ops, 7 wake channel, 8 function name, then per op 6 fields
+--       (op, id, a, b, token, counters).
 -- ops: retry (a = envelope, b = due ms) | finish (a = outbox entry or '', b = dead-letter
 --      entry or '') | release (back to the front of ready; a, b unused).
+-- counters: "Name=n,Name=n" applied to the stats hash only when the op is applied.
 -- Returns one 1 (applied) or 0 (lease lost to another claimer) per op.
 local now = tonumber(ARGV[1])
-local token = ARGV[2]
 local nops = tonumber(ARGV[6])
 local results = {}
 local dead_added = false
 for i = 0, nops - 1 do
-  local base = 9 + i * 4
+  local base = 9 + i * 6
   local op, id, a, b = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
-  if redis.call('HGET', KEYS[5], id) == token then
+  if redis.call('HGET', KEYS[5], id) == ARGV[base + 4] then
     redis.call('ZREM', KEYS[4], id)
     redis.call('HDEL', KEYS[5], id)
     if op == 'retry' then
@@ -32,6 +33,9 @@ for i = 0, nops - 1 do
     else
       redis.call('LPUSH', KEYS[2], id)
     end
+    for name, n in string.gmatch(ARGV[base + 5], '([%w_]+)=(%d+)') do
+      redis.call('HINCRBY', KEYS[10], name, tonumber(n))
+    end
     results[#results + 1] = 1
   else
     results[#results + 1] = 0
@@ -39,9 +43,6 @@ for i = 0, nops - 1 do
 end
 if dead_added then
   dead_trim(now, tonumber(ARGV[3]), tonumber(ARGV[4]))
-end
-for i = 9 + nops * 4, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[10], ARGV[i], tonumber(ARGV[i + 1]))
 end
 -- Slots of a reserved function were freed: wake every process, not only this one, so that
 -- all of them get a fair chance at the function's concurrency.

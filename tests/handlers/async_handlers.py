@@ -17,3 +17,7 @@ def fail(event: Any, context: Any) -> None:
 def sleepy(event: Any, context: Any) -> dict[str, Any]:
     time.sleep(float(event.get("sleep_s", 5)))
     return {"slept": event.get("sleep_s", 5)}
+
+
+def huge(event: Any, context: Any) -> str:
+    return "x" * int(event["bytes"])
