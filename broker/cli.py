@@ -77,12 +77,19 @@ def serve(
     strict: Annotated[
         bool | None, typer.Option("--strict", help="refuse non-durable Redis")
     ] = None,
+    host: Annotated[str | None, typer.Option(help="API address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="API port (default 9070; 0 = any free)")] = None,
+    drain_timeout_s: Annotated[float | None, typer.Option(help="SIGTERM waits this long")] = None,
 ) -> None:
-    """Run the dispatcher and deliverer until SIGTERM (drains) or a second signal (exits)."""
+    """Serve the Lambda API and run the dispatcher until SIGTERM (drains) or a second
+    signal (exits at once)."""
     settings = _settings(
         config,
         function,
         redis_url=redis_url,
+        host=host,
+        port=port,
+        drain_timeout_s=drain_timeout_s,
         retry_base_delay=retry_base_delay,
         throttle_base_delay=throttle_base_delay,
         visibility_grace_s=visibility_grace_s,
@@ -108,11 +115,13 @@ def serve(
 
 
 async def _serve(settings: Settings) -> None:
+    from broker.api.server import ApiServer
     from broker.core import Broker
     from broker.redis_client import connect
 
     client = connect(settings.redis_url)
     broker = Broker(settings, client)
+    api = ApiServer(broker, settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -125,9 +134,12 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, on_signal)
     try:
         await broker.start(check_durability=True)
-        print(json.dumps({"event": "ready", "pid": os.getpid()}), flush=True)
+        await api.start()
+        ready = {"event": "ready", "pid": os.getpid(), "host": settings.host, "port": api.port}
+        print(json.dumps(ready), flush=True)
         await stop.wait()
     finally:
+        await api.stop()  # stop taking requests first, then drain what was accepted
         await broker.stop()
         await client.aclose()
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,10 +34,12 @@ from broker.errors import (
 )
 from broker.event_config import (
     merge_update,
+    range_error,
     response_body,
     validate_dead_letter_target,
     validate_event_invoke_config,
 )
+from broker.function_admin import FunctionAdmin, paginate
 from broker.functions import FunctionCache, FunctionStore
 from broker.guards import MemoryAdmission, check_redis_durability
 from broker.invokers.base import Invocation, InvokerRegistry
@@ -50,6 +52,11 @@ from broker.wiring import default_destinations, default_invokers
 log = structlog.get_logger("sluice.broker")
 
 Payload = bytes | str | dict[str, Any] | list[Any] | None
+SYNC_PAYLOAD_LIMIT_BYTES = 6_291_456
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 class Broker:
@@ -72,6 +79,13 @@ class Broker:
         self.store = FunctionStore(redis, self.keys)
         self.functions = FunctionCache(self.store)
         self.dead_letters = DeadLetterStore(redis, self.keys)
+        self.admin = FunctionAdmin(
+            self.store,
+            self.functions,
+            self.clock,
+            region=settings.region,
+            account_id=settings.account_id,
+        )
         self.invokers = invokers or default_invokers(settings.worker_processes)
         self.destinations = DestinationRegistry(
             DestinationContext(
@@ -312,25 +326,41 @@ class Broker:
             )
         self.functions.invalidate(ref.name)
 
-    async def list_event_invoke_configs(self, function: str) -> list[dict[str, Any]]:
+    async def list_event_invoke_configs(
+        self, function: str, marker: str | None = None, max_items: int | None = None
+    ) -> dict[str, Any]:
+        """ListFunctionEventInvokeConfigs: ``$LATEST`` first, then by qualifier; paged."""
         ref = parse_function_name(function)
         state = await self.store.state(ref.name)
         if state is None:
             raise ResourceNotFoundError("The function doesn't exist.")
         qualifiers = sorted(state.event_invoke_configs, key=lambda q: (q != LATEST, q))
-        return [
-            response_body(state.event_invoke_configs[q], self._arn(ref.name, q)) for q in qualifiers
-        ]
+        if max_items is not None and (err := range_error(max_items, "maxItems", 1, 50)):
+            raise err
+        chosen, next_marker = paginate(qualifiers, marker, max_items)
+        body: dict[str, Any] = {
+            "FunctionEventInvokeConfigs": [
+                response_body(state.event_invoke_configs[q], self._arn(ref.name, q)) for q in chosen
+            ]
+        }
+        if next_marker:
+            body["NextMarker"] = next_marker
+        return body
 
     # -- invoking ----------------------------------------------------------------------------
     @staticmethod
-    def _payload_text(payload: Payload) -> str:
+    def _payload_text(payload: Payload, too_large: Callable[[int], str], limit: int) -> str:
+        """The payload as JSON text: its size checked first (the raw bytes), then its JSON."""
         if payload is None:
             return "{}"
         if isinstance(payload, dict | list):
-            return json.dumps(payload)
+            payload = json.dumps(payload)
+        data = payload if isinstance(payload, bytes) else None
+        size = len(data) if data is not None else _utf8_size(str(payload))
+        if size > limit:
+            raise RequestTooLargeError(too_large(size))
         try:
-            text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+            text = data.decode("utf-8") if data is not None else str(payload)
         except UnicodeDecodeError as exc:
             raise InvalidRequestContentError(
                 "Could not parse request body into json: Could not parse payload into json: "
@@ -373,14 +403,15 @@ class Broker:
         events: list[tuple[str, str]] = []
         now = self.clock.now()
         arn = self._arn(config.name, qualifier)
+
+        def too_large(size: int) -> str:
+            return (
+                f"{size} byte payload is too large for the Event invocation type "
+                f"(limit {limit} bytes)"
+            )
+
         for payload in payloads:
-            text = self._payload_text(payload)
-            size = len(text.encode()) if not text.isascii() else len(text)
-            if size > limit:
-                raise RequestTooLargeError(
-                    f"{size} byte payload is too large for the Event invocation type "
-                    f"(limit {limit} bytes)"
-                )
+            text = self._payload_text(payload, too_large, limit)
             request_id = str(uuid.uuid4())
             envelope = Envelope(
                 request_id=request_id,
@@ -401,27 +432,49 @@ class Broker:
         return [request_id for request_id, _ in events]
 
     async def invoke(
-        self, function: str, payload: Payload, qualifier: str | None = None
+        self,
+        function: str,
+        payload: Payload,
+        qualifier: str | None = None,
+        *,
+        request_id: str | None = None,
     ) -> InvokeResult:
         """``InvocationType=RequestResponse``: run the function now through its invoker."""
+        qualifier_given = qualifier
         config, qualifier = await self._resolve(function, qualifier)
-        text = self._payload_text(payload)
-        if len(text.encode()) > 6_291_456:
-            raise RequestTooLargeError(
-                "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
-            )
+        text = self._payload_text(
+            payload,
+            lambda _: (
+                f"Request must be smaller than {SYNC_PAYLOAD_LIMIT_BYTES} bytes for the "
+                "InvokeFunction operation"
+            ),
+            SYNC_PAYLOAD_LIMIT_BYTES,
+        )
+        version = config.resolve(qualifier) or LATEST
+        target, timeout_s, memory_mb = config.effective(version)
         return await self.invokers.invoke(
             Invocation(
-                request_id=str(uuid.uuid4()),
-                target=config.target,
+                request_id=request_id or str(uuid.uuid4()),
+                target=target,
                 function_name=config.name,
-                function_version=config.resolve(qualifier) or LATEST,
-                invoked_function_arn=self._arn(config.name, qualifier),
+                function_version=version,
+                invoked_function_arn=function_arn(  # as the caller named it
+                    self.settings.region,
+                    self.settings.account_id,
+                    config.name,
+                    parse_function_name(function, qualifier_given).qualifier,
+                ),
                 payload=text,
-                timeout_s=config.timeout_s,
-                memory_mb=config.memory_mb,
+                timeout_s=timeout_s,
+                memory_mb=memory_mb,
             )
         )
+
+    async def resolve(self, function: str, qualifier: str | None = None) -> tuple[str, str]:
+        """(function name, qualifier) of an existing function and version or alias; raises
+        ``ResourceNotFoundError`` like Invoke does."""
+        config, qualifier = await self._resolve(function, qualifier)
+        return config.name, qualifier
 
     # -- inspection --------------------------------------------------------------------------
     async def queue_depth(self, function: str) -> dict[str, int]:

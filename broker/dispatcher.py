@@ -280,15 +280,16 @@ class Dispatcher:
             return early, None
         config = state.config
         version = config.resolve(envelope.qualifier) or envelope.qualifier
+        target, timeout_s, memory_mb = config.effective(version)
         invocation = Invocation(
             request_id=envelope.request_id,
-            target=config.target,
+            target=target,
             function_name=config.name,
             function_version=version,
             invoked_function_arn=envelope.function_arn,
             payload=envelope.payload,
-            timeout_s=config.timeout_s,
-            memory_mb=config.memory_mb,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
         )
         try:
             result = await self.invokers.invoke(invocation)

@@ -28,7 +28,7 @@ ON_SUCCESS_SERVICES = {"sqs", "sns", "lambda", "events"}
 ON_FAILURE_SERVICES = ON_SUCCESS_SERVICES | {"s3"}
 
 
-def _range_error(value: object, member: str, low: int, high: int) -> ValidationError | None:
+def range_error(value: object, member: str, low: int, high: int) -> ValidationError | None:
     if not isinstance(value, int) or isinstance(value, bool):
         return ValidationError(
             f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
@@ -91,10 +91,10 @@ def validate_event_invoke_config(
         raise InvalidParameterValueError(
             "You must specify at least one of error handling or destination setting."
         )
-    if retries is not None and (err := _range_error(retries, "maximumRetryAttempts", 0, 2)):
+    if retries is not None and (err := range_error(retries, "maximumRetryAttempts", 0, 2)):
         raise err
     if max_age is not None and (
-        err := _range_error(max_age, "maximumEventAgeInSeconds", 60, 21_600)
+        err := range_error(max_age, "maximumEventAgeInSeconds", 60, 21_600)
     ):
         raise err
     on_success = on_failure = None

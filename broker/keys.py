@@ -24,6 +24,14 @@ key                                type    contents and lifetime
                                            age and count)
 ``P:{fn}:stats``                   hash    counters (AsyncEventsReceived, ...)
 ``P:wake``                         pubsub  channel: a function name with new ready work
+``P:{esm}:mappings``               hash    event-source-mapping UUID -> mapping JSON
+                                           (``broker.mappings``; until deleted; the three
+                                           ``{esm}`` keys share a tag so that a mapping and
+                                           its indexes change in one transaction)
+``P:{esm}:pairs``                  hash    JSON ``[EventSourceArn, FunctionArn]`` -> UUID:
+                                           the one-mapping-per-pair index (same lifetime)
+``P:{esm}:transitions``            zset    UUIDs in a transitional state (Creating,
+                                           Updating, Deleting...), score = settle time ms
 ``NAME``                           stream  a ``redis-stream:NAME`` destination (user's key,
                                            no prefix; capped by MAXLEN)
 =================================  ======  ==================================================
@@ -106,3 +114,18 @@ class Keys:
     def user_stream(name: str) -> str:
         """The stream a ``redis-stream:NAME`` destination writes: NAME itself."""
         return name
+
+    @property
+    def mappings(self) -> str:
+        """Hash: event-source-mapping UUID -> mapping JSON."""
+        return f"{self.prefix}:{{esm}}:mappings"
+
+    @property
+    def mapping_pairs(self) -> str:
+        """Hash: JSON ``[EventSourceArn, FunctionArn]`` -> UUID (duplicate detection)."""
+        return f"{self.prefix}:{{esm}}:pairs"
+
+    @property
+    def mapping_transitions(self) -> str:
+        """Zset: UUIDs of mappings in a transitional state, scored by settle time in ms."""
+        return f"{self.prefix}:{{esm}}:transitions"

@@ -20,6 +20,18 @@ Outcome = Literal["success", "function_error", "throttle", "system_error"]
 Condition = Literal["Success", "RetriesExhausted", "EventAgeExceeded", "ZeroReservedConcurrency"]
 
 
+class PublishedVersion(BaseModel):
+    """What ``PublishVersion`` froze: later changes to ``$LATEST`` do not touch it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    timeout_s: int
+    memory_mb: int
+    description: str = ""
+    last_modified: float = 0.0
+
+
 class FunctionConfig(BaseModel):
     """A function Sluice can call: its target and Lambda-like settings."""
 
@@ -31,8 +43,14 @@ class FunctionConfig(BaseModel):
     memory_mb: int = Field(default=defaults.FUNCTION_MEMORY_MB, ge=128, le=10_240)
     reserved_concurrency: int | None = Field(default=None, ge=0)
     dead_letter_target: str | None = None
-    aliases: dict[str, str] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)  # alias -> version
+    # Versions named by configuration (TOML aliases) run the current configuration;
+    # versions made by PublishVersion are frozen in ``published``.
     versions: list[str] = Field(default_factory=list)
+    published: dict[str, PublishedVersion] = Field(default_factory=dict)
+    description: str = ""
+    last_modified: float = 0.0
+    alias_descriptions: dict[str, str] = Field(default_factory=dict)
 
     def resolve(self, qualifier: str) -> str | None:
         """The version a qualifier runs (``$LATEST``, digits), or None if unknown."""
@@ -40,9 +58,24 @@ class FunctionConfig(BaseModel):
             return LATEST
         if qualifier in self.aliases:
             return self.aliases[qualifier]
-        if qualifier in self.versions or qualifier in self.aliases.values():
+        if self.has_version(qualifier):
             return qualifier
         return None
+
+    def has_version(self, version: str) -> bool:
+        return (
+            version == LATEST
+            or version in self.published
+            or version in self.versions
+            or version in self.aliases.values()
+        )
+
+    def effective(self, version: str) -> tuple[str, int, int]:
+        """(target, timeout_s, memory_mb) of a version."""
+        frozen = self.published.get(version)
+        if frozen is None:
+            return self.target, self.timeout_s, self.memory_mb
+        return frozen.target, frozen.timeout_s, frozen.memory_mb
 
 
 class InvokeResult(BaseModel):

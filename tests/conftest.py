@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from broker import Broker, ManualClock, Settings
 from tests.servers import RedisServer, start_redis
 
+pytest_plugins = ["tests.api_fixtures"]  # a `sluice serve` to drive with boto3
+
 BrokerFactory = Callable[..., Awaitable[Broker]]
 
 

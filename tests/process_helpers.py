@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import wait_until
 
@@ -32,14 +33,25 @@ class ServeProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def ready_pid(self) -> int | None:
-        """The pid of the ``{"event": "ready"}`` line on stdout, once it has been printed."""
+    def ready_message(self) -> dict[str, Any] | None:
+        """The ``{"event": "ready", ...}`` line on stdout, once it has been printed."""
         for line in self.stdout_path.read_text().splitlines():
             with contextlib.suppress(ValueError):
                 message = json.loads(line)
                 if isinstance(message, dict) and message.get("event") == "ready":
-                    return int(message["pid"])
+                    return message
         return None
+
+    def ready_pid(self) -> int | None:
+        message = self.ready_message()
+        return None if message is None else int(message["pid"])
+
+    @property
+    def endpoint_url(self) -> str:
+        """Where this serve's Lambda API listens."""
+        message = self.ready_message()
+        assert message is not None, "not ready"
+        return f"http://{message['host']}:{message['port']}"
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         async def ready_or_gone() -> bool:
@@ -114,6 +126,8 @@ class ServeLauncher:
             self.redis_url,
             "--key-prefix",
             self.key_prefix,
+            "--port",
+            "0",  # any free port; endpoint_url tells which
             *self.flags,
             *extra_flags,
         ]

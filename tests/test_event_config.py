@@ -65,10 +65,11 @@ async def test_configs_are_per_qualifier_without_fallback(broker: Any) -> None:
         await broker.get_event_invoke_config("orders", qualifier="live")
     assert err.value.message == f"The function {ARN}:orders:live doesn't have an EventInvokeConfig"
     await broker.put_event_invoke_config("orders:live", {"MaximumRetryAttempts": 0})
-    listed = await broker.list_event_invoke_configs("orders")
+    listed = (await broker.list_event_invoke_configs("orders"))["FunctionEventInvokeConfigs"]
     assert [c["FunctionArn"] for c in listed] == [f"{ARN}:orders:$LATEST", f"{ARN}:orders:live"]
     await broker.delete_event_invoke_config("orders", qualifier="live")
-    assert len(await broker.list_event_invoke_configs("orders")) == 1
+    listed = (await broker.list_event_invoke_configs("orders"))["FunctionEventInvokeConfigs"]
+    assert len(listed) == 1
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,52 @@
+"""Runs the API with uvicorn inside the caller's event loop, without touching signals
+(the CLI entry point owns them)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+
+import uvicorn
+
+from broker.api import create_app
+from broker.core import Broker
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class ApiServer:
+    def __init__(self, broker: Broker, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            create_app(broker),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises the bind error, for example
+            await asyncio.sleep(0.01)
+
+    @property
+    def port(self) -> int:
+        sockets = [s for server in self._server.servers for s in server.sockets]
+        return int(sockets[0].getsockname()[1]) if sockets else self._server.config.port
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+            self._task = None
