@@ -46,7 +46,7 @@ from broker.invokers.base import Invocation, InvokerRegistry
 from broker.keys import Keys
 from broker.models import LATEST, Envelope, FunctionConfig, InvokeResult
 from broker.queue import AsyncQueue
-from broker.settings import Settings
+from broker.settings import FunctionSpec, Settings
 from broker.wiring import default_destinations, default_invokers
 
 log = structlog.get_logger("sluice.broker")
@@ -146,7 +146,7 @@ class Broker:
         if check_durability:
             await check_redis_durability(self.redis, strict=self.settings.strict)
         for name, spec in self.settings.functions.items():
-            await self.put_function(name, **spec.model_dump())
+            await self._apply_spec(name, spec)
         if self._dispatch:
             await self.dispatcher.start()
             self._background.append(asyncio.create_task(self._listen_for_wakes()))
@@ -217,10 +217,26 @@ class Broker:
             dead_letter_target=validate_dead_letter_target(dead_letter_target),
             aliases=aliases or {},
             versions=sorted(set(versions or []) | set((aliases or {}).values())),
+            last_modified=self.clock.now(),
         )
         await self.store.put(config)
         self.functions.invalidate(name)
         return config
+
+    async def _apply_spec(self, name: str, spec: FunctionSpec) -> None:
+        """Insert a function from settings, or update only the fields the settings give:
+        versions, aliases and concurrency changed through the API survive a restart."""
+        existing = await self.store.get(name)
+        if existing is None:
+            await self.put_function(name, **spec.model_dump())
+            return
+        given = spec.model_dump(include=spec.model_fields_set | {"target"})
+        if "dead_letter_target" in given:
+            given["dead_letter_target"] = validate_dead_letter_target(given["dead_letter_target"])
+        if "aliases" in given:
+            given["aliases"] = {**existing.aliases, **given["aliases"]}
+        await self.store.put(existing.model_copy(update=given))
+        self.functions.invalidate(name)
 
     async def get_function(self, function: str) -> FunctionConfig:
         ref = parse_function_name(function)

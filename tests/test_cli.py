@@ -125,3 +125,28 @@ def test_demo_runs_on_the_embedded_redis_and_prints_outcomes() -> None:
     assert done.returncode == 0, done.stderr
     assert "dead-lettered" in done.stdout and "thumbnail" in done.stdout
     assert "16/16" in done.stdout
+
+
+async def test_restart_keeps_what_the_api_changed(
+    redis_server: RedisServer, redis_client: aioredis.Redis
+) -> None:
+    from broker import Broker, FunctionSpec
+
+    settings = Settings(
+        key_prefix="restart",
+        functions={"orders": FunctionSpec(target=OK, timeout_s=5)},
+    )
+    first = Broker(settings, redis_client, dispatch=False)
+    await first.start()
+    await first.admin.publish_version("orders", {})
+    await first.put_function_concurrency("orders", 4)
+    await first.stop()
+    changed = settings.model_copy(
+        update={"functions": {"orders": FunctionSpec(target=FAIL, timeout_s=6)}}
+    )
+    second = Broker(changed, redis_client, dispatch=False)
+    await second.start()
+    config = await second.get_function("orders")
+    await second.stop()
+    assert (config.target, config.timeout_s) == (FAIL, 6)  # the settings' fields apply
+    assert "1" in config.published and config.reserved_concurrency == 4  # the rest survives
