@@ -86,7 +86,7 @@ class Broker:
             region=settings.region,
             account_id=settings.account_id,
         )
-        self.invokers = invokers or default_invokers(settings.worker_processes)
+        self.invokers = invokers or default_invokers(settings.worker_processes, settings.region)
         self.destinations = DestinationRegistry(
             DestinationContext(
                 redis=redis,
