@@ -44,6 +44,7 @@ from broker.functions import FunctionCache, FunctionStore
 from broker.guards import MemoryAdmission, check_redis_durability
 from broker.invokers.base import Invocation, InvokerRegistry
 from broker.keys import Keys
+from broker.mappings import MappingService, function_checker
 from broker.models import LATEST, Envelope, FunctionConfig, InvokeResult
 from broker.queue import AsyncQueue
 from broker.settings import FunctionSpec, Settings
@@ -95,6 +96,14 @@ class Broker:
                 options={"redis_stream_maxlen": settings.redis_stream_maxlen},
             ),
             destinations if destinations is not None else default_destinations(),
+        )
+        self.mappings = MappingService(
+            redis,
+            self.keys,
+            self.clock,
+            region=settings.region,
+            account_id=settings.account_id,
+            function_exists=function_checker(self.store),
         )
         self.admission = MemoryAdmission(redis, settings.maxmemory_admission_ratio)
         self.deliverer = Deliverer(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from broker.api import errors, functions, invoke
+from broker.api import errors, functions, invoke, mappings
 from broker.core import Broker
 
 
@@ -20,6 +20,7 @@ def create_app(broker: Broker) -> FastAPI:
     errors.install(app)
     app.include_router(invoke.router(broker))
     app.include_router(functions.router(broker))
+    app.include_router(mappings.router(broker))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:

@@ -14,11 +14,16 @@ Three models, one spelling each side (STYLE: AWS names at the edge, snake_case i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_pascal
+
+from broker.arns import parse_function_name
+from broker.errors import InvalidParameterValueError, ValidationError
 
 SCHEMA_VERSION = 1
 
@@ -71,61 +76,31 @@ IMMUTABLE_FIELDS = frozenset(
 )
 
 
+@dataclass(frozen=True)
 class SourceType:
     """What a source type accepts, and its defaults (spec §7.2)."""
 
-    def __init__(
-        self,
-        fields: frozenset[str],
-        *,
-        batch_size: int,
-        window_s: int | None,
-        reason: str,
-        starting_positions: tuple[str, ...] = (),
-        first_result: str | None = NO_RECORDS_RESULT,
-    ) -> None:
-        self.fields = COMMON_FIELDS | fields
-        self.batch_size_default = batch_size
-        self.batch_size_max = 10_000  # FIFO queues: 10, decided in validate
-        self.window_default_s = window_s  # None: 500 ms, and the field is absent from output
-        self.reason = reason  # StateTransitionReason after a user action
-        self.starting_positions = starting_positions
-        self.first_result = first_result  # AWS's LastProcessingResult before any poll
+    fields: frozenset[str]
+    batch_size_default: int
+    window_default_s: int | None  # None: 500 ms, and the field is absent from output
+    reason: str  # StateTransitionReason after a user action
+    starting_positions: tuple[str, ...] = ()  # empty: not a stream
+    first_result: str | None = NO_RECORDS_RESULT  # AWS's LastProcessingResult before a poll
+    batch_size_max: int = 10_000  # FIFO queues: 10, decided in validate
 
     @property
     def stream(self) -> bool:
         return bool(self.starting_positions)
 
 
-_KINESIS_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
+_KINESIS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
+_STREAM = COMMON_FIELDS | STREAM_FIELDS
 SOURCE_TYPES: dict[SourceKind, SourceType] = {
-    SourceKind.SQS: SourceType(
-        SQS_FIELDS, batch_size=10, window_s=0, reason="USER_INITIATED", first_result=None
-    ),
-    SourceKind.KINESIS: SourceType(
-        STREAM_FIELDS,
-        batch_size=100,
-        window_s=0,
-        reason="User action",
-        starting_positions=_KINESIS_POSITIONS,
-    ),
-    SourceKind.DYNAMODB: SourceType(
-        STREAM_FIELDS,
-        batch_size=100,
-        window_s=0,
-        reason="User action",
-        starting_positions=("TRIM_HORIZON", "LATEST"),
-    ),
-    SourceKind.RABBITMQ: SourceType(
-        MQ_FIELDS, batch_size=100, window_s=None, reason="USER_INITIATED"
-    ),
-    SourceKind.REDIS_STREAM: SourceType(
-        STREAM_FIELDS,
-        batch_size=100,
-        window_s=0,
-        reason="User action",
-        starting_positions=_KINESIS_POSITIONS,
-    ),
+    SourceKind.SQS: SourceType(COMMON_FIELDS | SQS_FIELDS, 10, 0, "USER_INITIATED", (), None),
+    SourceKind.KINESIS: SourceType(_STREAM, 100, 0, "User action", _KINESIS),
+    SourceKind.DYNAMODB: SourceType(_STREAM, 100, 0, "User action", ("TRIM_HORIZON", "LATEST")),
+    SourceKind.RABBITMQ: SourceType(COMMON_FIELDS | MQ_FIELDS, 100, None, "USER_INITIATED"),
+    SourceKind.REDIS_STREAM: SourceType(_STREAM, 100, 0, "User action", _KINESIS),
 }
 
 ENUMS = {  # member -> AWS's rendering of its enum (ValidationException texts)
@@ -250,6 +225,86 @@ class MappingRequest(BaseModel):
 REQUEST_FIELDS = frozenset(
     field.alias or name for name, field in MappingRequest.model_fields.items()
 )
+
+
+# -- request shape errors in AWS's words --------------------------------------------------
+
+
+def _constraint_error(member: str, value: str, constraint: str) -> str:
+    return f"Value {value} at '{member}' failed to satisfy constraint: {constraint}"
+
+
+def invalid_value(member: str, value: Any, constraint: str) -> ValidationError:
+    """AWS's ``ValidationException`` for one member."""
+    text = _constraint_error(member, _render(value), constraint)
+    return ValidationError(f"1 validation error detected: {text}")
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"'{str(value).lower()}'"
+    if isinstance(value, list):
+        return "'[" + ", ".join(str(v) for v in value) + "]'"
+    return f"'{value}'"
+
+
+def _member(loc: tuple[int | str, ...]) -> str:
+    parts = [f"{p + 1}.member" if isinstance(p, int) else p[:1].lower() + p[1:] for p in loc]
+    return ".".join(parts)
+
+
+_TYPE_TEXTS = {
+    "int_type": "Member must be an integer",
+    "bool_type": "Member must be a boolean",
+    "string_type": "Member must be a string",
+    "float_type": "Member must be a number",
+    "list_type": "Member must be a list",
+    "dict_type": "Member must be an object",
+    "model_type": "Member must be an object",
+    "extra_forbidden": "Member must be one of this object's known parameters",
+}
+
+
+def _aws_text(exc: PydanticValidationError) -> str:
+    """pydantic's errors in AWS's ``N validation error(s) detected: ...`` form."""
+    texts = []
+    for err in exc.errors():
+        loc, ctx, kind = err["loc"], err.get("ctx", {}), err["type"]
+        member = _member(loc)
+        if kind == "missing":
+            texts.append(_constraint_error(member, "null", "Member must not be null"))
+            continue
+        if kind in ("less_than_equal", "greater_than_equal"):
+            bound = ctx.get("le", ctx.get("ge"))
+            side = "less" if kind == "less_than_equal" else "greater"
+            constraint = f"Member must have value {side} than or equal to {bound}"
+        elif kind in ("string_too_long", "too_long"):
+            constraint = f"Member must have length less than or equal to {ctx['max_length']}"
+        elif kind in ("string_too_short", "too_short"):
+            constraint = f"Member must have length greater than or equal to {ctx['min_length']}"
+        elif kind == "literal_error":
+            name = next(str(p) for p in reversed(loc) if isinstance(p, str))
+            constraint = f"Member must satisfy enum value set: {ENUMS.get(name, ctx['expected'])}"
+        else:
+            constraint = _TYPE_TEXTS.get(kind, str(err["msg"]))
+        texts.append(_constraint_error(member, _render(err["input"]), constraint))
+    plural = "s" if len(texts) > 1 else ""
+    return f"{len(texts)} validation error{plural} detected: " + "; ".join(texts)
+
+
+def parse_request(body: Any, operation: str = "CreateEventSourceMapping") -> MappingRequest:
+    """The request's shape: known fields, types, ranges and enums (``ValidationException``)."""
+    if not isinstance(body, dict):
+        raise ValidationError("1 validation error detected: the request body must be an object")
+    unknown = sorted(set(body) - REQUEST_FIELDS)
+    if unknown:
+        raise InvalidParameterValueError(f"Unknown parameter {unknown[0]} for {operation}.")
+    try:
+        request = MappingRequest.model_validate({k: v for k, v in body.items() if v is not None})
+    except PydanticValidationError as exc:
+        raise ValidationError(_aws_text(exc)) from None
+    parse_function_name(request.function_name)  # its own ValidationException texts
+    return request
 
 
 class MappingConfig(BaseModel):

@@ -19,19 +19,18 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError as PydanticValidationError
-
 from broker.arns import parse_function_name
 from broker.errors import InvalidParameterValueError, ValidationError
 from broker.event_config import AWS_DESTINATION_PATTERN
 from broker.mappings.model import (
-    ENUMS,
     IMMUTABLE_FIELDS,
     REQUEST_FIELDS,
     SOURCE_TYPES,
     MappingConfig,
     MappingRequest,
     SourceKind,
+    invalid_value,
+    parse_request,
 )
 
 EVENT_SOURCE_ARN_PATTERN = (
@@ -55,84 +54,17 @@ INVALID_PATTERN = "Invalid filter pattern definition."
 MAX_FILTERS_LIMIT = 10  # AWS's quota can be raised to 10, no further (spec §10.1)
 
 _SLUICE_DESTINATION = re.compile(r"^(https?://\S+|redis-stream:\S+|amqps?://\S+|rq:\S+)$")
-_DATA_KEYS = {SourceKind.KINESIS: "data", SourceKind.REDIS_STREAM: "data"}
-_DATA_KEYS[SourceKind.DYNAMODB] = "dynamodb"
+# The data key whose pattern must be an object on streams (spec §10.4).
+_DATA_KEYS = {
+    SourceKind.KINESIS: "data",
+    SourceKind.REDIS_STREAM: "data",
+    SourceKind.DYNAMODB: "dynamodb",
+}
 
 
 class Source(NamedTuple):
     kind: SourceKind
     fifo: bool = False
-
-
-def _constraint_error(member: str, value: str, constraint: str) -> str:
-    return f"Value {value} at '{member}' failed to satisfy constraint: {constraint}"
-
-
-def _render(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"'{str(value).lower()}'"
-    if isinstance(value, list):
-        return "'[" + ", ".join(str(v) for v in value) + "]'"
-    return f"'{value}'"
-
-
-def _member(loc: tuple[int | str, ...]) -> str:
-    parts = [f"{p + 1}.member" if isinstance(p, int) else p[:1].lower() + p[1:] for p in loc]
-    return ".".join(parts)
-
-
-_TYPE_TEXTS = {
-    "int_type": "Member must be an integer",
-    "bool_type": "Member must be a boolean",
-    "string_type": "Member must be a string",
-    "float_type": "Member must be a number",
-    "list_type": "Member must be a list",
-    "dict_type": "Member must be an object",
-    "model_type": "Member must be an object",
-    "extra_forbidden": "Member must be one of this object's known parameters",
-}
-
-
-def _aws_text(exc: PydanticValidationError) -> str:
-    """pydantic's errors in AWS's ``N validation error(s) detected: ...`` form."""
-    texts = []
-    for err in exc.errors():
-        loc, ctx, kind = err["loc"], err.get("ctx", {}), err["type"]
-        member = _member(loc)
-        if kind == "missing":
-            texts.append(_constraint_error(member, "null", "Member must not be null"))
-            continue
-        if kind in ("less_than_equal", "greater_than_equal"):
-            bound = ctx.get("le", ctx.get("ge"))
-            side = "less" if kind == "less_than_equal" else "greater"
-            constraint = f"Member must have value {side} than or equal to {bound}"
-        elif kind in ("string_too_long", "too_long"):
-            constraint = f"Member must have length less than or equal to {ctx['max_length']}"
-        elif kind in ("string_too_short", "too_short"):
-            constraint = f"Member must have length greater than or equal to {ctx['min_length']}"
-        elif kind == "literal_error":
-            name = next(str(p) for p in reversed(loc) if isinstance(p, str))
-            constraint = f"Member must satisfy enum value set: {ENUMS.get(name, ctx['expected'])}"
-        else:
-            constraint = _TYPE_TEXTS.get(kind, str(err["msg"]))
-        texts.append(_constraint_error(member, _render(err["input"]), constraint))
-    plural = "s" if len(texts) > 1 else ""
-    return f"{len(texts)} validation error{plural} detected: " + "; ".join(texts)
-
-
-def parse_request(body: Any, operation: str = "CreateEventSourceMapping") -> MappingRequest:
-    """The request's shape: known fields, types, ranges and enums (``ValidationException``)."""
-    if not isinstance(body, dict):
-        raise ValidationError("1 validation error detected: the request body must be an object")
-    unknown = sorted(set(body) - REQUEST_FIELDS)
-    if unknown:
-        raise InvalidParameterValueError(f"Unknown parameter {unknown[0]} for {operation}.")
-    try:
-        request = MappingRequest.model_validate({k: v for k, v in body.items() if v is not None})
-    except PydanticValidationError as exc:
-        raise ValidationError(_aws_text(exc)) from None
-    parse_function_name(request.function_name)  # its own ValidationException texts
-    return request
 
 
 def classify_source(request: MappingRequest) -> Source:
@@ -147,15 +79,12 @@ def classify_source(request: MappingRequest) -> Source:
     if re.fullmatch(r"amqps?://\S+", arn) and urlsplit(arn).hostname:
         return Source(SourceKind.RABBITMQ)
     if not re.fullmatch(EVENT_SOURCE_ARN_PATTERN, arn):
-        raise ValidationError(
-            "1 validation error detected: "
-            + _constraint_error(
-                "eventSourceArn",
-                _render(arn),
-                "Member must satisfy regular expression pattern: " + EVENT_SOURCE_ARN_PATTERN,
-            )
+        raise invalid_value(
+            "eventSourceArn",
+            arn,
+            "Member must satisfy regular expression pattern: " + EVENT_SOURCE_ARN_PATTERN,
         )
-    service, resource = arn.split(":", 5)[2], arn.split(":", 5)[5]
+    _, _, service, _, _, resource = arn.split(":", 5)
     if service == "sqs":
         return Source(SourceKind.SQS, fifo=resource.endswith(".fifo"))
     if service == "kinesis" and resource.startswith("stream/"):
@@ -178,13 +107,10 @@ def _check_on_failure(destination: str | None) -> None:
         return
     if not (re.fullmatch(AWS_DESTINATION_PATTERN, destination)):
         if not _SLUICE_DESTINATION.match(destination):
-            raise ValidationError(
-                "1 validation error detected: "
-                + _constraint_error(
-                    "destinationConfig.onFailure.destination",
-                    _render(destination),
-                    "Member must satisfy regular expression pattern: " + AWS_DESTINATION_PATTERN,
-                )
+            raise invalid_value(
+                "destinationConfig.onFailure.destination",
+                destination,
+                "Member must satisfy regular expression pattern: " + AWS_DESTINATION_PATTERN,
             )
         return
     parts = destination.split(":")
@@ -196,9 +122,8 @@ def _check_on_failure(destination: str | None) -> None:
         )
 
 
-def _check_starting_position(request: MappingRequest, now: float) -> None:
-    arn, kind = request.event_source_arn, classify_source(request).kind
-    position = request.starting_position
+def _check_starting_position(request: MappingRequest, kind: SourceKind, now: float) -> None:
+    arn, position = request.event_source_arn, request.starting_position
     if position is None:
         raise InvalidParameterValueError(
             "1 validation error detected: Value null at 'startingPosition' failed to satisfy "
@@ -247,7 +172,7 @@ def check_source_rules(
         )
     check_filters(request, source.kind, max_filters)
     if source_type.stream:
-        _check_starting_position(request, now)
+        _check_starting_position(request, source.kind, now)
         age = request.maximum_record_age_in_seconds
         if age is not None and 0 <= age <= 59:
             raise InvalidParameterValueError(
@@ -259,20 +184,17 @@ def check_source_rules(
 
 
 def _check_settings(request: MappingRequest, source: Source) -> None:
-    metrics = request.metrics_config.metrics or [] if request.metrics_config else []
+    metrics = (request.metrics_config.metrics or []) if request.metrics_config else []
     if {"ErrorCount", "KafkaMetrics"} & set(metrics):
         raise InvalidParameterValueError(
             "Metrics ErrorCount and KafkaMetrics apply to Kafka event sources only."
         )
     kms = request.kms_key_arn
     if kms and not re.fullmatch(KMS_KEY_ARN_PATTERN, kms):
-        raise ValidationError(
-            "1 validation error detected: "
-            + _constraint_error(
-                "kMSKeyArn",
-                _render(kms),
-                "Member must satisfy regular expression pattern: " + KMS_KEY_ARN_PATTERN,
-            )
+        raise invalid_value(
+            "kMSKeyArn",
+            kms,
+            "Member must satisfy regular expression pattern: " + KMS_KEY_ARN_PATTERN,
         )
     if source.kind is SourceKind.RABBITMQ:
         if request.queues is None:
@@ -322,13 +244,10 @@ def check_filters(request: MappingRequest, kind: SourceKind, max_filters: int) -
     for index, item in enumerate(filters):
         pattern = item.pattern
         if isinstance(pattern, str) and len(pattern) > 4096:
-            raise ValidationError(
-                "1 validation error detected: "
-                + _constraint_error(
-                    f"filterCriteria.filters.{index + 1}.member.pattern",
-                    _render(pattern),
-                    "Member must have length less than or equal to 4096",
-                )
+            raise invalid_value(
+                f"filterCriteria.filters.{index + 1}.member.pattern",
+                pattern,
+                "Member must have length less than or equal to 4096",
             )
         validate_filter_pattern(pattern, data_key=_DATA_KEYS.get(kind))
     if len(filters) > max_filters:
@@ -358,9 +277,8 @@ def validate_filter_pattern(pattern: object, data_key: str | None = None) -> Non
         document = json.loads(pattern, parse_float=Decimal, parse_int=Decimal, parse_constant=_nan)
         if not isinstance(document, dict):
             raise _Invalid
-        if data_key is not None and data_key in document:
-            if not isinstance(document[data_key], dict):
-                raise _Invalid
+        if data_key in document and not isinstance(document[data_key], dict):
+            raise _Invalid
         _object(document)
     except (_Invalid, ValueError, RecursionError):
         raise InvalidParameterValueError(INVALID_PATTERN) from None
