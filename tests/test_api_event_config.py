@@ -145,3 +145,17 @@ def test_put_on_a_missing_function(lam: Any) -> None:
     with pytest.raises(ClientError) as raised:
         lam.put_function_event_invoke_config(FunctionName="ghost", MaximumRetryAttempts=1)
     assert error_of(raised) == (404, "ResourceNotFoundException", "The function doesn't exist.")
+
+
+async def test_unset_fields_are_omitted_not_null_on_the_wire(
+    api: Any, lam: Any, make_function: MakeFunction
+) -> None:
+    import httpx
+
+    name = await make_function()
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=1)
+    raw = httpx.get(f"{api.endpoint_url}/2019-09-25/functions/{name}/event-invoke-config").json()
+    assert set(raw) == {"LastModified", "FunctionArn", "MaximumRetryAttempts", "DestinationConfig"}
+    assert raw["DestinationConfig"] == {"OnSuccess": {}, "OnFailure": {}}
+    concurrency = httpx.get(f"{api.endpoint_url}/2019-09-30/functions/{name}/concurrency").json()
+    assert concurrency == {}

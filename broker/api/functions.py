@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from broker.api import schemas
 from broker.api.errors import json_body
 from broker.core import Broker
 
@@ -14,31 +15,53 @@ from broker.core import Broker
 
 
 def router(broker: Broker) -> APIRouter:
-    api = APIRouter(tags=["functions"])
+    api = APIRouter(tags=["functions"], responses=schemas.ERRORS)
     admin = broker.admin
 
-    @api.get("/2015-03-31/functions")
+    @api.get(
+        "/2015-03-31/functions", response_model=schemas.Functions, response_model_exclude_unset=True
+    )
     @api.get("/2015-03-31/functions/", include_in_schema=False)
     async def list_functions(Marker: str | None = None, MaxItems: int | None = None) -> Any:
         return await admin.list_functions(Marker, MaxItems)
 
-    @api.get("/2015-03-31/functions/{FunctionName}")
+    @api.get(
+        "/2015-03-31/functions/{FunctionName}",
+        response_model=schemas.FunctionDetail,
+        response_model_exclude_unset=True,
+    )
     async def get_function(FunctionName: str, Qualifier: str | None = None) -> Any:
         return await admin.get_function(FunctionName, Qualifier)
 
-    @api.get("/2015-03-31/functions/{FunctionName}/configuration")
+    @api.get(
+        "/2015-03-31/functions/{FunctionName}/configuration",
+        response_model=schemas.FunctionConfiguration,
+        response_model_exclude_unset=True,
+    )
     async def get_configuration(FunctionName: str, Qualifier: str | None = None) -> Any:
         return await admin.get_configuration(FunctionName, Qualifier)
 
-    @api.put("/2015-03-31/functions/{FunctionName}/configuration")
+    @api.put(
+        "/2015-03-31/functions/{FunctionName}/configuration",
+        response_model=schemas.FunctionConfiguration,
+        response_model_exclude_unset=True,
+    )
     async def update_configuration(FunctionName: str, request: Request) -> Any:
         return await admin.update_configuration(FunctionName, await json_body(request))
 
-    @api.put("/2017-10-31/functions/{FunctionName}/concurrency")
+    @api.put(
+        "/2017-10-31/functions/{FunctionName}/concurrency",
+        response_model=schemas.ConcurrencyShape,
+        response_model_exclude_unset=True,
+    )
     async def put_concurrency(FunctionName: str, request: Request) -> Any:
         return await admin.put_concurrency(FunctionName, await json_body(request))
 
-    @api.get("/2019-09-30/functions/{FunctionName}/concurrency")
+    @api.get(
+        "/2019-09-30/functions/{FunctionName}/concurrency",
+        response_model=schemas.ConcurrencyShape,
+        response_model_exclude_unset=True,
+    )
     async def get_concurrency(FunctionName: str) -> Any:
         return await admin.get_concurrency(FunctionName)
 
@@ -47,21 +70,39 @@ def router(broker: Broker) -> APIRouter:
         await admin.delete_concurrency(FunctionName)
         return Response(status_code=204)
 
-    @api.post("/2015-03-31/functions/{FunctionName}/versions", status_code=201)
+    @api.post(
+        "/2015-03-31/functions/{FunctionName}/versions",
+        status_code=201,
+        response_model=schemas.FunctionConfiguration,
+        response_model_exclude_unset=True,
+    )
     async def publish_version(FunctionName: str, request: Request) -> Any:
         return await admin.publish_version(FunctionName, await json_body(request))
 
-    @api.get("/2015-03-31/functions/{FunctionName}/versions")
+    @api.get(
+        "/2015-03-31/functions/{FunctionName}/versions",
+        response_model=schemas.Versions,
+        response_model_exclude_unset=True,
+    )
     async def list_versions(
         FunctionName: str, Marker: str | None = None, MaxItems: int | None = None
     ) -> Any:
         return await admin.list_versions(FunctionName, Marker, MaxItems)
 
-    @api.post("/2015-03-31/functions/{FunctionName}/aliases", status_code=201)
+    @api.post(
+        "/2015-03-31/functions/{FunctionName}/aliases",
+        status_code=201,
+        response_model=schemas.AliasConfiguration,
+        response_model_exclude_unset=True,
+    )
     async def create_alias(FunctionName: str, request: Request) -> Any:
         return await admin.create_alias(FunctionName, await json_body(request))
 
-    @api.get("/2015-03-31/functions/{FunctionName}/aliases")
+    @api.get(
+        "/2015-03-31/functions/{FunctionName}/aliases",
+        response_model=schemas.Aliases,
+        response_model_exclude_unset=True,
+    )
     async def list_aliases(
         FunctionName: str,
         FunctionVersion: str | None = None,
@@ -70,11 +111,19 @@ def router(broker: Broker) -> APIRouter:
     ) -> Any:
         return await admin.list_aliases(FunctionName, FunctionVersion, Marker, MaxItems)
 
-    @api.get("/2015-03-31/functions/{FunctionName}/aliases/{Name}")
+    @api.get(
+        "/2015-03-31/functions/{FunctionName}/aliases/{Name}",
+        response_model=schemas.AliasConfiguration,
+        response_model_exclude_unset=True,
+    )
     async def get_alias(FunctionName: str, Name: str) -> Any:
         return await admin.get_alias(FunctionName, Name)
 
-    @api.put("/2015-03-31/functions/{FunctionName}/aliases/{Name}")
+    @api.put(
+        "/2015-03-31/functions/{FunctionName}/aliases/{Name}",
+        response_model=schemas.AliasConfiguration,
+        response_model_exclude_unset=True,
+    )
     async def update_alias(FunctionName: str, Name: str, request: Request) -> Any:
         return await admin.update_alias(FunctionName, Name, await json_body(request))
 
@@ -86,19 +135,19 @@ def router(broker: Broker) -> APIRouter:
     # -- event-invoke config -----------------------------------------------------------------
     eic = "/2019-09-25/functions/{FunctionName}/event-invoke-config"
 
-    @api.put(eic)
+    @api.put(eic, response_model=schemas.EventInvokeConfig, response_model_exclude_unset=True)
     async def put_eic(FunctionName: str, request: Request, Qualifier: str | None = None) -> Any:
         return await broker.put_event_invoke_config(
             FunctionName, await json_body(request), Qualifier
         )
 
-    @api.post(eic)
+    @api.post(eic, response_model=schemas.EventInvokeConfig, response_model_exclude_unset=True)
     async def update_eic(FunctionName: str, request: Request, Qualifier: str | None = None) -> Any:
         return await broker.update_event_invoke_config(
             FunctionName, await json_body(request), Qualifier
         )
 
-    @api.get(eic)
+    @api.get(eic, response_model=schemas.EventInvokeConfig, response_model_exclude_unset=True)
     async def get_eic(FunctionName: str, Qualifier: str | None = None) -> Any:
         return await broker.get_event_invoke_config(FunctionName, Qualifier)
 
@@ -107,7 +156,9 @@ def router(broker: Broker) -> APIRouter:
         await broker.delete_event_invoke_config(FunctionName, Qualifier)
         return Response(status_code=204)
 
-    @api.get(eic + "/list")
+    @api.get(
+        eic + "/list", response_model=schemas.EventInvokeConfigs, response_model_exclude_unset=True
+    )
     async def list_eic(
         FunctionName: str, Marker: str | None = None, MaxItems: int | None = None
     ) -> Any:

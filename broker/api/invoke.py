@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from broker.api import schemas
 from broker.core import Broker
 from broker.errors import ServiceError, TooManyRequestsError, ValidationError
 
@@ -14,7 +15,7 @@ INVOCATION_TYPES = ("Event", "RequestResponse", "DryRun")
 
 
 def router(broker: Broker) -> APIRouter:
-    api = APIRouter(tags=["invoke"])
+    api = APIRouter(tags=["invoke"], responses=schemas.ERRORS)
 
     @api.post("/2015-03-31/functions/{FunctionName}/invocations", status_code=200)
     async def invoke(FunctionName: str, request: Request, Qualifier: str | None = None) -> Response:
