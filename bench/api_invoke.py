@@ -9,7 +9,12 @@ dispatcher share its one event loop; the handler runs in N worker processes); th
 separate process sending ``POST /2015-03-31/functions/noop/invocations`` with
 ``X-Amz-Invocation-Type: Event`` and a ``{}`` body over HTTP/1.1 keep-alive connections, one
 request in flight per connection. Latency is per request, from the moment the request was
-written to the moment its whole 202 response was read.
+written to the moment its whole 202 response was read; figures cover the answers received in
+the measured window.
+
+``--worker-processes`` defaults to 1: on 2 cores, 2 measured the same or slightly worse (the
+serve process's event loop is the bottleneck, the no-op worker uses about 3 % of a core, and a
+second worker only takes CPU from it); ``--worker-processes 1 2`` runs both, one serve each.
 
 1. Maximum rate: every connection sends its next request as soon as the previous answer is
    in, for ``--duration`` s after ``--warmup`` s. Load generator: Debian's ``wrk`` (C, one
@@ -64,6 +69,7 @@ TARGET_RATE = 3_000.0  # offered on the paced run, which must all be accepted ..
 RATE_TOLERANCE = 0.99  # ... to within timer granularity
 TARGET_P99_MS = 20.0
 OVERRUN_CUTOFF_S = 1.0  # the paced schedule gives up this long after its last due time
+CLIENT_FLAG = "--run-load-client"  # internal: this file run as the load process
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -77,7 +83,7 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-# -- the Python load client (runs in its own process: ``api_invoke.py --client SPEC``) -------
+# -- the Python load client (its own process: ``api_invoke.py --run-load-client SPEC``) ------
 
 
 def request_bytes(host: str, port: int) -> bytes:
@@ -430,7 +436,7 @@ def python_load(serve: Serve, probe: CpuProbe, spec: dict[str, Any]) -> dict[str
     """Run the Python client in its own process; CPU of the others over its window."""
     spec = {**spec, "host": serve.host, "port": serve.port}
     process = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--client", json.dumps(spec)],
+        [sys.executable, os.path.abspath(__file__), CLIENT_FLAG, json.dumps(spec)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -505,8 +511,33 @@ def show_share(share: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f}%" for k, v in share.items())
 
 
-def summarize_profile(raw: Path, top: int = 18) -> list[str]:
-    """Inclusive and self shares of py-spy's raw (collapsed-stack) output."""
+_DISPATCH = re.compile(r"broker/(dispatcher|invokers/|delivery|outcomes|records|decide)")
+_LAYERS = (  # the innermost frame that matches decides, for samples outside broker/ code
+    (re.compile(r"starlette/|fastapi/|anyio/"), "FastAPI / Starlette / anyio request machinery"),
+    (re.compile(r"uvicorn/|h11/"), "uvicorn + h11 (HTTP/1.1 parsing and writing)"),
+    (re.compile(r"redis/"), "redis-py, other (pub/sub wake listener, clock)"),
+    (re.compile(r"selector_events|selectors\.py"), "socket reads/writes and polling"),
+)
+
+
+def layer(frames: list[str]) -> str:
+    """Which part of the serve process one sample belongs to."""
+    stack = ";".join(frames)
+    if "invoke_async_many (broker/core.py" in stack:
+        return "Broker.invoke_async (validate, envelope, enqueue script)"
+    if _DISPATCH.search(stack):
+        return "dispatcher (claim, python invoker IPC, settle)"
+    for frame in reversed(frames):
+        for pattern, name in _LAYERS:
+            if pattern.search(frame):
+                return name
+    return "event loop, other"
+
+
+def summarize_profile(raw: Path, top: int = 12) -> list[str]:
+    """Shares of py-spy's raw (collapsed-stack) samples: by layer, by broker/ function
+    (inclusive), and the hottest leaf functions."""
+    layers: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
@@ -518,27 +549,32 @@ def summarize_profile(raw: Path, top: int = 18) -> list[str]:
         total += n
         frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
         frames = [re.sub(r"\(/\S*?/(site-packages|python3\.\d+)/", "(", f) for f in frames]
+        layers[layer(frames)] += n
         for frame in set(frames):
-            inclusive[frame] += n
+            if "(broker/" in frame and "broker/cli.py" not in frame:
+                inclusive[frame] += n
         own[frames[-1]] += n
-    skip = re.compile(
-        r"runpy|typer|click|asyncio/(runners|base_events)|broker/cli\.py|Handle\._run"
-    )
-    lines = [f"  {total} samples; inclusive (frames of the loop's own machinery left out):"]
-    shown = [(f, n) for f, n in inclusive.most_common() if not skip.search(f)][:top]
-    lines += [f"    {100 * n / max(1, total):5.1f}%  {f}" for f, n in shown]
-    lines.append("  self:")
-    lines += [f"    {100 * n / max(1, total):5.1f}%  {f}" for f, n in own.most_common(top // 2)]
+
+    def pct(n: int) -> str:
+        return f"{100 * n / max(1, total):5.1f}%"
+
+    lines = [f"  {total} samples (busy time); by layer:"]
+    lines += [f"    {pct(n)}  {name}" for name, n in layers.most_common()]
+    lines.append("  broker/ functions, inclusive:")
+    lines += [f"    {pct(n)}  {f}" for f, n in inclusive.most_common(top)]
+    lines.append("  hottest leaf functions (self):")
+    lines += [f"    {pct(n)}  {f}" for f, n in own.most_common(top)]
     return lines
 
 
 def profile_phase(
     serve: Serve, probe: CpuProbe, args: argparse.Namespace, wrk: str | None, script: Path
-) -> None:
+) -> int:
+    """An unmeasured max-rate phase under ``py-spy record``; returns the 202s it got."""
     py_spy = Path(sys.executable).with_name("py-spy")
     if not py_spy.exists():
         print("profile: py-spy is not installed in this venv; skipped")
-        return
+        return 0
     raw = Path(args.profile)
     seconds = max(2, round(args.duration) - 1)
     command = [str(py_spy), "record", "-p", str(serve.process.pid), "-d", str(seconds)]
@@ -551,9 +587,9 @@ def profile_phase(
     )
     try:
         if wrk:
-            wrk_load(serve, probe, wrk, script, args)
+            load = wrk_load(serve, probe, wrk, script, args)
         else:
-            python_load(serve, probe, client_spec(args, 0.0))
+            load = python_load(serve, probe, client_spec(args, 0.0))
         _, err = recorder.communicate(timeout=seconds + 30)
     finally:
         if recorder.poll() is None:
@@ -561,10 +597,11 @@ def profile_phase(
             recorder.wait()
     if not raw.exists():
         print(f"profile: py-spy wrote nothing ({err.strip()[-300:]})")
-        return
-    print(f"profile of the serve process under max-rate load ({seconds} s, 100 Hz), {raw}:")
-    for line in summarize_profile(raw):
-        print(line)
+    else:
+        print(f"profile of the serve process under max-rate load ({seconds} s, 100 Hz), {raw}:")
+        for line in summarize_profile(raw):
+            print(line)
+    return int(load["statuses"].get("202", 0))
 
 
 def client_spec(args: argparse.Namespace, rate: float) -> dict[str, Any]:
@@ -650,11 +687,13 @@ def run_config(workers: int, args: argparse.Namespace, log_dir: Path) -> dict[st
         results["paced"] = {**paced, "achieved": achieved, "drain": drain2}
 
         if args.profile:
-            profile_phase(serve, probe, args, wrk, script)
+            profiled = profile_phase(serve, probe, args, wrk, script)
             queue.wait_drained(time.time(), args.drain_timeout)
+        else:
+            profiled = 0
 
         stats = queue.stats()
-        answered = sum(int(v) for r in (top, paced) for k, v in r["statuses"].items() if k == "202")
+        answered = profiled + sum(int(r["statuses"].get("202", 0)) for r in (top, paced))
         stored = stats.get("AsyncEventsReceived", 0)
         note = (
             f" (wrk does not count the up to {args.connections} answers in flight when each of "
@@ -733,7 +772,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--client":
+    if len(sys.argv) == 3 and sys.argv[1] == CLIENT_FLAG:
         client_main(sys.argv[2])
         return
     args = parse_args()
