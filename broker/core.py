@@ -20,6 +20,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from broker.arns import function_arn, parse_function_name, qualified_arn
+from broker.batcher import EnqueueBatcher
 from broker.clock import Clock, RedisClock
 from broker.dead_letters import DeadLetterStore
 from broker.delivery import Deliverer, DeliveryPolicy
@@ -138,6 +139,7 @@ class Broker:
             ),
         )
         self._dispatch = dispatch
+        self._batcher = EnqueueBatcher(self._store)
         self._background: list[asyncio.Task[None]] = []
         self._started = False
 
@@ -415,17 +417,36 @@ class Broker:
     async def invoke_async(
         self, function: str, payload: Payload, qualifier: str | None = None
     ) -> str:
-        """``InvocationType=Event``: validate, store durably, return the request id."""
-        (request_id,) = await self.invoke_async_many(function, [payload], qualifier)
+        """``InvocationType=Event``: validate, store durably, return the request id.
+
+        Concurrent calls for one function are stored together in one round trip; each
+        returns only once its own event is stored."""
+        config, qualifier = await self._resolve(function, qualifier)
+        ((request_id, envelope),) = self._envelopes(config, qualifier, [payload])
+        await self._batcher.submit(config.name, (request_id, envelope))
         return request_id
+
+    async def _store(self, function: str, events: list[tuple[str, str]]) -> None:
+        await self.admission.check()
+        await self.queue.enqueue(function, events, self.settings.max_queue_depth)
+        if self._dispatch:
+            self.dispatcher.wake()
 
     async def invoke_async_many(
         self, function: str, payloads: Iterable[Payload], qualifier: str | None = None
     ) -> list[str]:
         """Store many events for one function in one round trip (all or none)."""
         config, qualifier = await self._resolve(function, qualifier)
+        events = self._envelopes(config, qualifier, payloads)
+        if events:
+            await self._store(config.name, events)
+        return [request_id for request_id, _ in events]
+
+    def _envelopes(
+        self, config: FunctionConfig, qualifier: str, payloads: Iterable[Payload]
+    ) -> list[tuple[str, str]]:
+        """Validated events as (request id, envelope JSON), ready to store."""
         limit = self.settings.async_payload_limit_bytes
-        events: list[tuple[str, str]] = []
         now = self.clock.now()
         arn = self._arn(config.name, qualifier)
 
@@ -435,6 +456,7 @@ class Broker:
                 f"(limit {limit} bytes)"
             )
 
+        events: list[tuple[str, str]] = []
         for payload in payloads:
             text = self._payload_text(payload, too_large, limit)
             request_id = str(uuid.uuid4())
@@ -448,13 +470,7 @@ class Broker:
                 not_before=now,
             )
             events.append((request_id, envelope.model_dump_json(exclude_defaults=True)))
-        if not events:
-            return []
-        await self.admission.check()
-        await self.queue.enqueue(config.name, events, self.settings.max_queue_depth)
-        if self._dispatch:
-            self.dispatcher.wake()
-        return [request_id for request_id, _ in events]
+        return events
 
     async def invoke(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -92,15 +93,32 @@ class FunctionCache:
         self.ttl_s = ttl_s
         self._states: dict[str, tuple[float, FunctionState | None]] = {}
         self._names: tuple[float, list[str]] = (0.0, [])
+        self._loading: dict[str, asyncio.Future[FunctionState | None]] = {}
+        self._generation = 0  # bumped by invalidate: a read begun before it is not cached
 
     async def get(self, name: str) -> FunctionState | None:
         cached = self._states.get(name)
         if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
             return cached[1]
-        state = await self.store.state(name)
-        if state is not None:  # an unknown name is asked again: it may be created any moment
-            self._states[name] = (time.monotonic(), state)
-        return state
+        # One read per name however many callers miss at once (a burst of requests).
+        loading = self._loading.get(name)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(name))
+            self._loading[name] = loading
+        return await asyncio.shield(loading)
+
+    async def _load(self, name: str) -> FunctionState | None:
+        generation = self._generation
+        try:
+            state = await self.store.state(name)
+            # An unknown name is asked again (it may appear any moment); a read that raced
+            # a change made here is used once but not kept.
+            if state is not None and generation == self._generation:
+                self._states[name] = (time.monotonic(), state)
+            return state
+        finally:
+            if self._loading.get(name) is asyncio.current_task():
+                del self._loading[name]
 
     async def names(self) -> list[str]:
         if time.monotonic() - self._names[0] >= self.ttl_s:
@@ -108,8 +126,11 @@ class FunctionCache:
         return self._names[1]
 
     def invalidate(self, name: str | None = None) -> None:
+        self._generation += 1
         if name is None:
             self._states.clear()
+            self._loading.clear()
         else:
             self._states.pop(name, None)
+            self._loading.pop(name, None)  # later callers read afresh
         self._names = (0.0, [])

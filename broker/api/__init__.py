@@ -7,7 +7,14 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from broker.api import errors, functions, invoke, mappings
+from broker.api.asgi import ASGIApp, EventInvokeFastPath, RequestIdMiddleware
 from broker.core import Broker
+
+
+def create_asgi(broker: Broker) -> ASGIApp:
+    """The served application: the Event-invoke fast path and the request-id header in
+    front of the FastAPI app."""
+    return RequestIdMiddleware(EventInvokeFastPath(create_app(broker), broker))
 
 
 def create_app(broker: Broker) -> FastAPI:

@@ -4,7 +4,6 @@ raises the same ``ClientError`` code and message it would against AWS."""
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import structlog
@@ -70,10 +69,3 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("api_error", path=request.url.path)
         return error_response(ServiceError("Sluice hit an internal error; see its logs."))
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        if "x-amzn-requestid" not in response.headers:
-            response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
-        return response

@@ -9,7 +9,7 @@ from collections.abc import Generator
 
 import uvicorn
 
-from broker.api import create_app
+from broker.api import create_asgi
 from broker.core import Broker
 
 
@@ -22,7 +22,7 @@ class _Server(uvicorn.Server):
 class ApiServer:
     def __init__(self, broker: Broker, host: str, port: int) -> None:
         config = uvicorn.Config(
-            create_app(broker),
+            create_asgi(broker),
             host=host,
             port=port,
             log_level="warning",
