@@ -33,3 +33,4 @@ test: system venv lint typecheck pytest
 
 bench: venv
 	$(PY) bench/async_throughput.py
+	$(PY) bench/api_invoke.py
