@@ -49,7 +49,7 @@ from broker.mappings import MappingService, function_checker
 from broker.models import LATEST, Envelope, FunctionConfig, InvokeResult
 from broker.queue import AsyncQueue
 from broker.settings import FunctionSpec, Settings
-from broker.wiring import default_destinations, default_invokers
+from broker.wiring import default_destinations, default_invokers, default_source_check
 
 log = structlog.get_logger("sluice.broker")
 
@@ -105,6 +105,9 @@ class Broker:
             region=settings.region,
             account_id=settings.account_id,
             function_exists=function_checker(self.store),
+            source_check=default_source_check(settings.region, self.store)
+            if settings.check_event_sources
+            else None,
         )
         self.admission = MemoryAdmission(redis, settings.maxmemory_admission_ratio)
         self.deliverer = Deliverer(

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     redis_stream_maxlen: int = Field(default=defaults.REDIS_STREAM_MAXLEN, ge=1)
     drain_timeout_s: float = Field(default=defaults.DRAIN_TIMEOUT_S, ge=0)
 
+    check_event_sources: bool = True  # ask AWS that a mapping's queue or stream exists
     strict: bool = False
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"

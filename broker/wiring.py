@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from broker.destination import DestinationFactory
+from broker.functions import FunctionStore
 from broker.invokers.base import InvokerRegistry
 from broker.invokers.http import HttpInvoker
 from broker.invokers.lambda_ import LambdaInvoker
 from broker.invokers.python import PythonInvoker
+from broker.mappings import SourceCheck
+from broker.models import LATEST
 
 
 def default_invokers(worker_processes: int = 0, region: str = "us-east-1") -> InvokerRegistry:
@@ -24,3 +27,16 @@ def default_destinations() -> dict[str, DestinationFactory]:
     import destinations  # resolved here, never by the core modules
 
     return dict(destinations.FACTORIES)
+
+
+def default_source_check(region: str, store: FunctionStore) -> SourceCheck:
+    """Event-source existence checks for AWS sources (the ``pollers`` package, boto3)."""
+    from pollers.source_checks import AwsSourceCheck  # resolved here, never by the core
+
+    async def function_timeout(name: str, qualifier: str | None) -> int:
+        config = await store.get(name)
+        if config is None:
+            return 3
+        return config.effective(config.resolve(qualifier or LATEST) or LATEST)[1]
+
+    return AwsSourceCheck(region, function_timeout)
