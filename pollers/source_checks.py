@@ -72,16 +72,19 @@ class AwsSourceCheck:
             )
 
     def _check_kinesis(self, arn: str) -> None:
-        try:
-            self._client("kinesis").describe_stream_summary(StreamARN=arn)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-                raise
-            raise InvalidParameterValueError(f"Stream not found: {arn}") from exc
+        self._check_stream(
+            arn, lambda: self._client("kinesis").describe_stream_summary(StreamARN=arn)
+        )
 
     def _check_dynamodb_stream(self, arn: str) -> None:
+        self._check_stream(
+            arn, lambda: self._client("dynamodbstreams").describe_stream(StreamArn=arn)
+        )
+
+    @staticmethod
+    def _check_stream(arn: str, describe: Callable[[], object]) -> None:
         try:
-            self._client("dynamodbstreams").describe_stream(StreamArn=arn)
+            describe()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
                 raise

@@ -12,6 +12,7 @@ import boto3
 import pytest
 import redis.asyncio as aioredis
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from broker import Broker
 from tests.conftest import settings_for_tests
@@ -19,6 +20,16 @@ from tests.process_helpers import ServeLauncher
 from tests.servers import RedisServer
 
 H = "python:tests.handlers.async_handlers"
+
+
+def aws_error(raised: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
+    """(HTTP status, error code, message) of a boto3 ``ClientError``."""
+    response = raised.value.response
+    return (
+        response["ResponseMetadata"]["HTTPStatusCode"],
+        response["Error"]["Code"],
+        response["Error"]["Message"],
+    )
 
 
 @dataclass

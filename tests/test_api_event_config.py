@@ -8,19 +8,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api_fixtures import MakeFunction
+from tests.api_fixtures import MakeFunction, aws_error
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function"
 SQS = "arn:aws:sqs:us-east-1:000000000000:failed"
-
-
-def error_of(raised: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
-    response = raised.value.response
-    return (
-        response["ResponseMetadata"]["HTTPStatusCode"],
-        response["Error"]["Code"],
-        response["Error"]["Message"],
-    )
 
 
 async def test_put_get_update_list_delete(lam: Any, make_function: MakeFunction) -> None:
@@ -57,14 +48,14 @@ async def test_missing_configs_are_404_naming_the_qualified_arn(
     name = await make_function()
     with pytest.raises(ClientError) as raised:
         lam.get_function_event_invoke_config(FunctionName=name)
-    assert error_of(raised) == (
+    assert aws_error(raised) == (
         404,
         "ResourceNotFoundException",
         f"The function {ARN}:{name}:$LATEST doesn't have an EventInvokeConfig",
     )
     with pytest.raises(ClientError) as raised:
         lam.update_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=1)
-    assert error_of(raised)[:2] == (404, "ResourceNotFoundException")
+    assert aws_error(raised)[:2] == (404, "ResourceNotFoundException")
 
 
 async def test_new_version_has_no_config(lam: Any, make_function: MakeFunction) -> None:
@@ -73,7 +64,7 @@ async def test_new_version_has_no_config(lam: Any, make_function: MakeFunction) 
     lam.publish_version(FunctionName=name)
     with pytest.raises(ClientError) as raised:
         lam.get_function_event_invoke_config(FunctionName=name, Qualifier="1")
-    assert error_of(raised)[:2] == (404, "ResourceNotFoundException")
+    assert aws_error(raised)[:2] == (404, "ResourceNotFoundException")
 
 
 @pytest.mark.parametrize(
@@ -125,7 +116,7 @@ async def test_put_errors_match_aws(
     body = json.loads(json.dumps(kwargs).replace("{self}", f"{ARN}:{name}"))
     with pytest.raises(ClientError) as raised:
         lam_unvalidated.put_function_event_invoke_config(FunctionName=name, **body)
-    assert error_of(raised) == (400, code, message)
+    assert aws_error(raised) == (400, code, message)
 
 
 async def test_derived_qualifier_mismatch(lam: Any, make_function: MakeFunction) -> None:
@@ -134,7 +125,7 @@ async def test_derived_qualifier_mismatch(lam: Any, make_function: MakeFunction)
         lam.put_function_event_invoke_config(
             FunctionName=f"{name}:live", Qualifier="1", MaximumRetryAttempts=1
         )
-    assert error_of(raised) == (
+    assert aws_error(raised) == (
         400,
         "InvalidParameterValueException",
         "The derived qualifier from the function name does not match the specified qualifier.",
@@ -144,7 +135,7 @@ async def test_derived_qualifier_mismatch(lam: Any, make_function: MakeFunction)
 def test_put_on_a_missing_function(lam: Any) -> None:
     with pytest.raises(ClientError) as raised:
         lam.put_function_event_invoke_config(FunctionName="ghost", MaximumRetryAttempts=1)
-    assert error_of(raised) == (404, "ResourceNotFoundException", "The function doesn't exist.")
+    assert aws_error(raised) == (404, "ResourceNotFoundException", "The function doesn't exist.")
 
 
 async def test_unset_fields_are_omitted_not_null_on_the_wire(

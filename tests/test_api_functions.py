@@ -8,18 +8,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api_fixtures import MakeFunction
+from tests.api_fixtures import MakeFunction, aws_error
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function"
-
-
-def code_of(raised: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
-    response = raised.value.response
-    return (
-        response["ResponseMetadata"]["HTTPStatusCode"],
-        response["Error"]["Code"],
-        response["Error"]["Message"],
-    )
 
 
 async def test_get_function_and_its_configuration(lam: Any, make_function: MakeFunction) -> None:
@@ -35,7 +26,11 @@ async def test_get_function_and_its_configuration(lam: Any, make_function: MakeF
 def test_unknown_function_is_not_found(lam: Any) -> None:
     with pytest.raises(ClientError) as raised:
         lam.get_function(FunctionName="ghost")
-    assert code_of(raised) == (404, "ResourceNotFoundException", f"Function not found: {ARN}:ghost")
+    assert aws_error(raised) == (
+        404,
+        "ResourceNotFoundException",
+        f"Function not found: {ARN}:ghost",
+    )
 
 
 async def test_list_functions_pages_with_markers(lam: Any, make_function: MakeFunction) -> None:
@@ -72,7 +67,7 @@ async def test_update_out_of_range_is_a_validation_error(
     name = await make_function()
     with pytest.raises(ClientError) as raised:
         lam_unvalidated.update_function_configuration(FunctionName=name, Timeout=901)
-    assert code_of(raised) == (
+    assert aws_error(raised) == (
         400,
         "ValidationException",
         "1 validation error detected: Value '901' at 'timeout' failed to satisfy constraint: "
@@ -119,7 +114,7 @@ async def test_alias_lifecycle(lam: Any, make_function: MakeFunction) -> None:
     assert lam.get_alias(FunctionName=name, Name="live")["Description"] == "d"
     with pytest.raises(ClientError) as raised:
         lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
-    assert code_of(raised)[:2] == (409, "ResourceConflictException")
+    assert aws_error(raised)[:2] == (409, "ResourceConflictException")
     assert (
         lam.update_alias(FunctionName=name, Name="live", FunctionVersion="$LATEST")[
             "FunctionVersion"
@@ -131,7 +126,7 @@ async def test_alias_lifecycle(lam: Any, make_function: MakeFunction) -> None:
     lam.delete_alias(FunctionName=name, Name="live")
     with pytest.raises(ClientError) as raised:
         lam.get_alias(FunctionName=name, Name="live")
-    assert code_of(raised) == (
+    assert aws_error(raised) == (
         404,
         "ResourceNotFoundException",
         f"Cannot find alias arn: {ARN}:{name}:live",
@@ -144,7 +139,7 @@ async def test_alias_to_a_missing_version_is_not_found(
     name = await make_function()
     with pytest.raises(ClientError) as raised:
         lam.create_alias(FunctionName=name, Name="live", FunctionVersion="4")
-    assert code_of(raised)[:2] == (404, "ResourceNotFoundException")
+    assert aws_error(raised)[:2] == (404, "ResourceNotFoundException")
 
 
 def test_health_and_openapi_are_served(api: Any) -> None:

@@ -9,18 +9,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from broker import Broker
-from tests.api_fixtures import MakeFunction
+from tests.api_fixtures import MakeFunction, aws_error
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function"
-
-
-def error_of(raised: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
-    response = raised.value.response
-    return (
-        response["ResponseMetadata"]["HTTPStatusCode"],
-        response["Error"]["Code"],
-        response["Error"]["Message"],
-    )
 
 
 async def test_event_invoke_is_202_with_the_events_request_id(
@@ -52,7 +43,7 @@ async def test_event_payload_limit_is_exact(lam: Any, make_function: MakeFunctio
     assert lam.invoke(FunctionName=name, InvocationType="Event", Payload=fits)["StatusCode"] == 202
     with pytest.raises(ClientError) as raised:
         lam.invoke(FunctionName=name, InvocationType="Event", Payload=fits + b" ")
-    assert error_of(raised) == (
+    assert aws_error(raised) == (
         413,
         "RequestEntityTooLargeException",
         "1048577 byte payload is too large for the Event invocation type (limit 1048576 bytes)",
@@ -63,7 +54,7 @@ async def test_sync_payload_limit_is_exact(lam: Any, make_function: MakeFunction
     name = await make_function()
     with pytest.raises(ClientError) as raised:
         lam.invoke(FunctionName=name, Payload=b'"' + b"x" * 6_291_455 + b'"')
-    assert error_of(raised) == (
+    assert aws_error(raised) == (
         413,
         "RequestEntityTooLargeException",
         "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
@@ -76,7 +67,7 @@ async def test_non_json_payload_is_invalid_request_content(
     name = await make_function()
     with pytest.raises(ClientError) as raised:
         lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{nope")
-    status, code, message = error_of(raised)
+    status, code, message = aws_error(raised)
     assert (status, code) == (400, "InvalidRequestContentException")
     assert message.startswith("Could not parse request body into json")
     assert (await producer.queue_depth(name))["ready"] == 0
@@ -85,7 +76,7 @@ async def test_non_json_payload_is_invalid_request_content(
 def test_event_invoke_of_a_missing_function_is_404_never_202(lam: Any) -> None:
     with pytest.raises(ClientError) as raised:
         lam.invoke(FunctionName="ghost", InvocationType="Event", Payload=b"{}")
-    assert error_of(raised) == (
+    assert aws_error(raised) == (
         404,
         "ResourceNotFoundException",
         f"Function not found: {ARN}:ghost",
@@ -138,10 +129,10 @@ async def test_mismatched_qualifiers_are_rejected(lam: Any, make_function: MakeF
     name = await make_function(aliases={"live": "1"})
     with pytest.raises(ClientError) as raised:
         lam.invoke(FunctionName=f"{name}:live", Qualifier="1", Payload=b"{}")
-    assert error_of(raised)[:2] == (400, "InvalidParameterValueException")
+    assert aws_error(raised)[:2] == (400, "InvalidParameterValueException")
 
 
 def test_unknown_invocation_type_is_a_validation_error(lam_unvalidated: Any) -> None:
     with pytest.raises(ClientError) as raised:
         lam_unvalidated.invoke(FunctionName="x", InvocationType="Later", Payload=b"{}")
-    assert error_of(raised)[:2] == (400, "ValidationException")
+    assert aws_error(raised)[:2] == (400, "ValidationException")

@@ -7,22 +7,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api_fixtures import MakeFunction
+from tests.api_fixtures import MakeFunction, aws_error
 
 ACCOUNT = "000000000000"
 ARN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function"
 SQS = f"arn:aws:sqs:us-east-1:{ACCOUNT}:orders-in"
 KINESIS = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/clicks"
 NOT_FOUND = "The resource you requested does not exist."
-
-
-def error_of(raised: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
-    response = raised.value.response
-    return (
-        response["ResponseMetadata"]["HTTPStatusCode"],
-        response["Error"]["Code"],
-        response["Error"]["Message"],
-    )
 
 
 def body(answer: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +74,7 @@ async def test_delete_then_get_is_404(lam: Any, make_function: MakeFunction) -> 
     assert lam.delete_event_source_mapping(UUID=uuid)["State"] == "Deleting"
     with pytest.raises(ClientError) as raised:
         lam.get_event_source_mapping(UUID=uuid)
-    assert error_of(raised) == (404, "ResourceNotFoundException", NOT_FOUND)
+    assert aws_error(raised) == (404, "ResourceNotFoundException", NOT_FOUND)
 
 
 def test_unknown_uuid_is_404(lam: Any) -> None:
@@ -93,7 +84,7 @@ def test_unknown_uuid_is_404(lam: Any) -> None:
     ):
         with pytest.raises(ClientError) as raised:
             call()
-        assert error_of(raised) == (404, "ResourceNotFoundException", NOT_FOUND)
+        assert aws_error(raised) == (404, "ResourceNotFoundException", NOT_FOUND)
 
 
 async def test_duplicate_mapping_is_409(lam: Any, make_function: MakeFunction) -> None:
@@ -101,20 +92,20 @@ async def test_duplicate_mapping_is_409(lam: Any, make_function: MakeFunction) -
     lam.create_event_source_mapping(EventSourceArn=f"{SQS}-{name}", FunctionName=name)
     with pytest.raises(ClientError) as raised:
         lam.create_event_source_mapping(EventSourceArn=f"{SQS}-{name}", FunctionName=name)
-    assert error_of(raised)[:2] == (409, "ResourceConflictException")
+    assert aws_error(raised)[:2] == (409, "ResourceConflictException")
 
 
 async def test_validation_errors(lam: Any, make_function: MakeFunction) -> None:
     name = await make_function()
     with pytest.raises(ClientError) as raised:
         lam.create_event_source_mapping(EventSourceArn=f"{SQS}-{name}", FunctionName="ghost")
-    assert error_of(raised)[:2] == (400, "InvalidParameterValueException")
-    assert "Function does not exist" in error_of(raised)[2]
+    assert aws_error(raised)[:2] == (400, "InvalidParameterValueException")
+    assert "Function does not exist" in aws_error(raised)[2]
     with pytest.raises(ClientError) as raised:
         lam.create_event_source_mapping(
             EventSourceArn=f"{SQS}-{name}.fifo", FunctionName=name, BatchSize=11
         )
-    assert error_of(raised)[0] == 400
+    assert aws_error(raised)[0] == 400
     with pytest.raises(ClientError) as raised:
         lam.create_event_source_mapping(
             EventSourceArn=f"{KINESIS}-{name}",
@@ -122,7 +113,7 @@ async def test_validation_errors(lam: Any, make_function: MakeFunction) -> None:
             StartingPosition="LATEST",
             MaximumRecordAgeInSeconds=30,
         )
-    assert error_of(raised)[0] == 400
+    assert aws_error(raised)[0] == 400
 
 
 async def test_kafka_is_refused_clearly(lam: Any, make_function: MakeFunction) -> None:
@@ -134,7 +125,7 @@ async def test_kafka_is_refused_clearly(lam: Any, make_function: MakeFunction) -
             Topics=["t"],
             StartingPosition="LATEST",
         )
-    status, code, message = error_of(raised)
+    status, code, message = aws_error(raised)
     assert (status, code) == (400, "InvalidParameterValueException")
     assert "Sluice" in message and "Kafka" in message
 
