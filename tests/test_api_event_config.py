@@ -150,3 +150,67 @@ async def test_unset_fields_are_omitted_not_null_on_the_wire(
     assert raw["DestinationConfig"] == {"OnSuccess": {}, "OnFailure": {}}
     concurrency = httpx.get(f"{api.endpoint_url}/2019-09-30/functions/{name}/concurrency").json()
     assert concurrency == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "message"),
+    [
+        (
+            {"Qualifier": "nope", "MaximumRetryAttempts": 1},
+            404,
+            "ResourceNotFoundException",
+            "The function doesn't exist.",
+        ),
+        (
+            {"DestinationConfig": {"OnFailure": {"Destination": "not-an-arn"}}},
+            400,
+            "ValidationException",
+            "1 validation error detected: Value 'not-an-arn' at 'destinationConfig.onFailure."
+            "destination' failed to satisfy constraint: Member must satisfy regular expression "
+            "pattern: ",
+        ),
+        (
+            {
+                "DestinationConfig": {
+                    "OnSuccess": {"Destination": "arn:aws:iam::000000000000:role/x"}
+                }
+            },
+            400,
+            "InvalidParameterValueException",
+            "The provided destination config DestinationConfig(onSuccess=OnSuccess(destination="
+            "arn:aws:iam::000000000000:role/x), onFailure=null) is invalid.",
+        ),
+    ],
+)
+async def test_more_put_errors_match_aws(
+    lam_unvalidated: Any,
+    make_function: MakeFunction,
+    kwargs: dict[str, Any],
+    status: int,
+    code: str,
+    message: str,
+) -> None:
+    name = await make_function()
+    with pytest.raises(ClientError) as raised:
+        lam_unvalidated.put_function_event_invoke_config(FunctionName=name, **kwargs)
+    got_status, got_code, got_message = aws_error(raised)
+    assert (got_status, got_code) == (status, code)
+    assert got_message.startswith(message)
+
+
+@pytest.mark.parametrize(
+    "destination_config",
+    [
+        {"OnSuccess": {}, "OnFailure": {}},  # empty sides are accepted and stored empty
+        {"OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:orders.fifo"}},
+    ],
+)
+async def test_accepted_destination_configs(
+    lam: Any, make_function: MakeFunction, destination_config: dict[str, Any]
+) -> None:
+    name = await make_function()
+    put = lam.put_function_event_invoke_config(
+        FunctionName=name, DestinationConfig=destination_config
+    )
+    expected = {"OnSuccess": {}, "OnFailure": {}, **destination_config}
+    assert put["DestinationConfig"] == expected

@@ -175,3 +175,99 @@ async def test_function_arn_keeps_the_callers_qualification(
         )
         expected = function if function.startswith("arn:") else f"{ARN}:{function}"
         assert created["FunctionArn"] == expected
+
+
+DDB = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/orders/stream/2025-03-04T10:11:12.000"
+
+
+async def test_dynamodb_stream_mapping_defaults_and_starting_position(
+    lam: Any, make_function: MakeFunction
+) -> None:
+    name = await make_function()
+    created = lam.create_event_source_mapping(
+        EventSourceArn=f"{DDB}{name[-2:]}", FunctionName=name, StartingPosition="TRIM_HORIZON"
+    )
+    assert created["BatchSize"] == 100 and created["DestinationConfig"] == {"OnFailure": {}}
+    assert created["StartingPosition"] == "TRIM_HORIZON"
+    with pytest.raises(ClientError) as raised:
+        lam.create_event_source_mapping(
+            EventSourceArn=f"{DDB}x",
+            FunctionName=name,
+            StartingPosition="AT_TIMESTAMP",
+            StartingPositionTimestamp=1_700_000_000,
+        )
+    assert aws_error(raised) == (
+        400,
+        "InvalidParameterValueException",
+        f"Unsupported starting position for arn type: {DDB}x",
+    )
+    with pytest.raises(ClientError) as raised:
+        lam.create_event_source_mapping(EventSourceArn=f"{DDB}y", FunctionName=name)
+    assert aws_error(raised)[2] == (
+        "1 validation error detected: Value null at 'startingPosition' failed to satisfy "
+        "constraint: Member must not be null."
+    )
+
+
+async def test_on_success_in_a_mapping_is_refused_first(lam: Any) -> None:
+    with pytest.raises(ClientError) as raised:
+        lam.create_event_source_mapping(
+            EventSourceArn=KINESIS,
+            FunctionName="does-not-exist",
+            StartingPosition="LATEST",
+            DestinationConfig={"OnSuccess": {"Destination": f"arn:aws:sqs:us-east-1:{ACCOUNT}:q"}},
+        )
+    assert aws_error(raised) == (
+        400,
+        "InvalidParameterValueException",
+        "Unsupported DestinationConfig parameter for given event source mapping type.",
+    )
+
+
+def test_mapping_without_a_source_is_unrecognized(lam_unvalidated: Any) -> None:
+    with pytest.raises(ClientError) as raised:
+        lam_unvalidated.create_event_source_mapping(FunctionName="any")
+    assert aws_error(raised) == (
+        400,
+        "InvalidParameterValueException",
+        "Unrecognized event source.",
+    )
+
+
+@pytest.mark.parametrize(("age", "accepted"), [(30, False), (-1, True), (60, True)])
+async def test_maximum_record_age_bounds(
+    lam: Any, make_function: MakeFunction, age: int, accepted: bool
+) -> None:
+    name = await make_function()
+    kwargs = {
+        "EventSourceArn": f"{KINESIS}-age{age}-{name}",
+        "FunctionName": name,
+        "StartingPosition": "LATEST",
+        "MaximumRecordAgeInSeconds": age,
+    }
+    if accepted:
+        assert lam.create_event_source_mapping(**kwargs)["MaximumRecordAgeInSeconds"] == age
+    else:
+        with pytest.raises(ClientError):
+            lam.create_event_source_mapping(**kwargs)
+
+
+async def test_sqs_batch_size_needs_a_window_above_ten(
+    lam: Any, make_function: MakeFunction
+) -> None:
+    name = await make_function()
+    with pytest.raises(ClientError) as raised:
+        lam.create_event_source_mapping(
+            EventSourceArn=f"{SQS}-b-{name}", FunctionName=name, BatchSize=11
+        )
+    assert aws_error(raised)[2] == (
+        "Maximum batch window in seconds must be greater than 0 if maximum batch size is "
+        "greater than 10"
+    )
+    created = lam.create_event_source_mapping(
+        EventSourceArn=f"{SQS}-b-{name}",
+        FunctionName=name,
+        BatchSize=11,
+        MaximumBatchingWindowInSeconds=1,
+    )
+    assert created["BatchSize"] == 11
