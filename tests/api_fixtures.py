@@ -38,10 +38,10 @@ class Api:
     key_prefix: str
     launcher: ServeLauncher
 
-    def client(self, *, validate: bool = True) -> Any:
+    def client(self, *, validate: bool = True, endpoint_url: str | None = None) -> Any:
         return boto3.client(
             "lambda",
-            endpoint_url=self.endpoint_url,
+            endpoint_url=endpoint_url or self.endpoint_url,
             region_name="us-east-1",
             aws_access_key_id="test",
             aws_secret_access_key="test",

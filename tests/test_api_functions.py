@@ -148,3 +148,18 @@ def test_health_and_openapi_are_served(api: Any) -> None:
     assert httpx.get(f"{api.endpoint_url}/healthz").json() == {"status": "ok"}
     spec = httpx.get(f"{api.endpoint_url}/openapi.json").json()
     assert "/2015-03-31/functions/{FunctionName}/invocations" in spec["paths"]
+
+
+async def test_two_serves_answer_alike(api: Any, make_function: MakeFunction) -> None:
+    """State lives in Redis: a change made through one serve is seen through another."""
+    second = await api.launcher.start()
+    other = api.client()
+    through_second = api.client(endpoint_url=second.endpoint_url)
+    name = await make_function()
+    other.publish_version(FunctionName=name)
+    other.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    assert through_second.get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "1"
+    uuid = other.create_event_source_mapping(
+        EventSourceArn=f"arn:aws:sqs:us-east-1:000000000000:two-{name}", FunctionName=name
+    )["UUID"]
+    assert through_second.get_event_source_mapping(UUID=uuid)["FunctionArn"].endswith(name)
