@@ -144,6 +144,7 @@ async def test_sluice_sources_redis_stream_and_rabbitmq(
         Queues=[f"orders-{name}"],
     )
     assert rabbit["Queues"] == [f"orders-{name}"]
+    assert rabbit["EventSourceArn"] == "amqp://guest:****@127.0.0.1:5672/%2f"  # never echoed
 
 
 async def test_list_filters_and_pages(lam: Any, make_function: MakeFunction) -> None:

@@ -14,6 +14,7 @@ Three models, one spelling each side (STYLE: AWS names at the edge, snake_case i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -358,6 +359,10 @@ class MappingConfig(BaseModel):
         return body
 
 
+# An amqp:// source's password never leaves Sluice in an answer (it is stored as given).
+_PASSWORD = re.compile(r"^(amqps?://[^:/@]*:)[^@]*@")
+
+
 class EventSourceMapping(MappingConfig):
     """A mapping as stored in Redis: its config, identity and state."""
 
@@ -380,7 +385,7 @@ class EventSourceMapping(MappingConfig):
         body: dict[str, Any] = {
             "UUID": self.uuid,
             "EventSourceMappingArn": self.mapping_arn,
-            "EventSourceArn": self.event_source_arn,
+            "EventSourceArn": _PASSWORD.sub(r"\1****@", self.event_source_arn),
             "FunctionArn": self.function_arn,
         }
         body.update(_settings(self))
