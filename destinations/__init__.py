@@ -7,13 +7,29 @@ core (``broker``) never imports this package itself.
 from __future__ import annotations
 
 from broker.destination import DestinationFactory
+from destinations.eventbridge import EventBridgeDestination
 from destinations.http import WebhookDestination
 from destinations.redis import RedisStreamDestination
+from destinations.s3 import S3Destination
+from destinations.sns import SnsDestination
+from destinations.sqs import SqsDestination
 
 FACTORIES: dict[str, DestinationFactory] = {
+    "events": EventBridgeDestination,
     "http": WebhookDestination,
     "https": WebhookDestination,
     "redis-stream": RedisStreamDestination,
+    "s3": S3Destination,
+    "sns": SnsDestination,
+    "sqs": SqsDestination,
 }
 
-__all__ = ["FACTORIES", "RedisStreamDestination", "WebhookDestination"]
+__all__ = [
+    "FACTORIES",
+    "EventBridgeDestination",
+    "RedisStreamDestination",
+    "S3Destination",
+    "SnsDestination",
+    "SqsDestination",
+    "WebhookDestination",
+]

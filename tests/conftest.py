@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -10,9 +11,46 @@ import redis.asyncio as aioredis
 from broker import Broker, ManualClock, Settings
 from tests.servers import RedisServer, start_redis
 
-pytest_plugins = ["tests.api_fixtures"]  # a `sluice serve` to drive with boto3
+pytest_plugins = ["tests.api_fixtures"]
+
+# Hermetic AWS: never ask an instance-metadata endpoint for credentials.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # a `sluice serve` to drive with boto3
 
 BrokerFactory = Callable[..., Awaitable[Broker]]
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """moto's standalone server (real HTTP) for the AWS services."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("MOTO_ACCOUNT_ID", "000000000000")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Sluice's boto3 clients talk to moto, as users point them anywhere: by environment."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    return moto_url
+
+
+def aws_client(service: str, url: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from broker import ManualClock
 from tests.conftest import BrokerFactory
 from tests.helpers import stream_length_at_least, stream_records, wait_until
-from tests.servers import LambdaHttpFunction
+from tests.servers import LambdaHttpFunction, free_port
 
 H = "python:tests.handlers.async_handlers"
 
@@ -110,9 +110,12 @@ async def test_dead_letter_queue_and_on_failure_destination_both_receive(
     assert record["requestContext"]["condition"] == "RetriesExhausted"
 
 
-async def test_aws_dead_letter_target_waits_in_the_store_until_its_module_exists(
-    make_broker: BrokerFactory,
+async def test_unreachable_aws_dead_letter_queue_is_kept_in_the_store(
+    make_broker: BrokerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     sqs = "arn:aws:sqs:us-east-1:000000000000:orders-dlq"
     broker = await make_broker()
     await broker.put_function("orders", f"{H}:fail", dead_letter_target=sqs)

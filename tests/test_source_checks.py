@@ -3,40 +3,14 @@ as the function may run (spec §7.3 rules 14-16), checked against moto's server 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from broker import InvalidParameterValueError
 from tests.conftest import BrokerFactory
+from tests.conftest import aws_client as client
 
 H = "python:tests.handlers.async_handlers"
 ACCOUNT = "000000000000"
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("MOTO_ACCOUNT_ID", ACCOUNT)
-    return moto_url
-
-
-def client(service: str, url: str) -> Any:
-    return boto3.client(service, endpoint_url=url, region_name="us-east-1")
 
 
 async def test_missing_queue_is_refused(aws: str, make_broker: BrokerFactory) -> None:

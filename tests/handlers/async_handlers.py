@@ -21,3 +21,7 @@ def sleepy(event: Any, context: Any) -> dict[str, Any]:
 
 def huge(event: Any, context: Any) -> str:
     return "x" * int(event["bytes"])
+
+
+def fail_long(event: Any, context: Any) -> None:
+    raise ValueError("é" * 2_600)  # 5,200 bytes of UTF-8
