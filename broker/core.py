@@ -95,6 +95,7 @@ class Broker:
                 region=settings.region,
                 account_id=settings.account_id,
                 options={"redis_stream_maxlen": settings.redis_stream_maxlen},
+                local_invoke=self._local_invoke,
             ),
             destinations if destinations is not None else default_destinations(),
         )
@@ -236,6 +237,14 @@ class Broker:
         await self.store.put(config)
         self.functions.invalidate(name)
         return config
+
+    async def _local_invoke(self, function_arn: str, payload: str) -> str:
+        """Lambda destinations that name one of this Sluice's functions land here."""
+        if not function_arn.startswith(
+            f"arn:aws:lambda:{self.settings.region}:{self.settings.account_id}:"
+        ):
+            raise ResourceNotFoundError(f"Function not found: {function_arn}")
+        return await self.invoke_async(function_arn, payload)
 
     async def _apply_spec(self, name: str, spec: FunctionSpec) -> None:
         """Insert a function from settings, or update only the fields the settings give:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -64,6 +64,9 @@ class DestinationContext:
     region: str
     account_id: str
     options: dict[str, Any]
+    # Stores an async event for a function this Sluice knows: (function ARN, payload JSON)
+    # -> request id; raises ResourceNotFoundError for a function it does not know.
+    local_invoke: Callable[[str, str], Awaitable[str]] | None = None
 
 
 DestinationFactory = Callable[[str, DestinationContext], Destination]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from broker.destination import DestinationFactory
 from destinations.eventbridge import EventBridgeDestination
 from destinations.http import WebhookDestination
+from destinations.lambda_ import LambdaDestination
 from destinations.redis import RedisStreamDestination
 from destinations.s3 import S3Destination
 from destinations.sns import SnsDestination
@@ -18,6 +19,7 @@ FACTORIES: dict[str, DestinationFactory] = {
     "events": EventBridgeDestination,
     "http": WebhookDestination,
     "https": WebhookDestination,
+    "lambda": LambdaDestination,
     "redis-stream": RedisStreamDestination,
     "s3": S3Destination,
     "sns": SnsDestination,
@@ -27,6 +29,7 @@ FACTORIES: dict[str, DestinationFactory] = {
 __all__ = [
     "FACTORIES",
     "EventBridgeDestination",
+    "LambdaDestination",
     "RedisStreamDestination",
     "S3Destination",
     "SnsDestination",

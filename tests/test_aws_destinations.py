@@ -213,3 +213,31 @@ async def test_dead_letter_error_message_is_cut_to_1_kib_on_a_character(
     await broker.invoke_async("orders", {"n": 1})
     message = (await receive(aws, queue_url))["MessageAttributes"]["ErrorMessage"]["StringValue"]
     assert len(message.encode()) == 1024 and message == "é" * 512
+
+
+async def test_lambda_destination_invokes_the_target_asynchronously_with_the_record(
+    make_broker: BrokerFactory,
+) -> None:
+    from tests.helpers import stream_length_at_least, stream_records
+
+    broker = await make_broker()
+    await broker.put_function("audit", f"{H}:ok")
+    await broker.put_event_invoke_config(
+        "audit", {"DestinationConfig": {"OnSuccess": {"Destination": "redis-stream:audited"}}}
+    )
+    await failing(broker, "orders")
+    await broker.put_event_invoke_config(
+        "orders",
+        {
+            "MaximumRetryAttempts": 0,
+            "DestinationConfig": {"OnFailure": {"Destination": f"{ARN}:audit"}},
+        },
+    )
+    request_id = await broker.invoke_async("orders", {"orderId": "A-7"})
+    await wait_until(lambda: stream_length_at_least(broker.redis, "audited", 1))
+    (audit_record,) = await stream_records(broker.redis, "audited")
+    # audit ran with the orders failure record as its event (and echoed it back)
+    event = audit_record["requestPayload"]
+    assert event["requestContext"]["requestId"] == request_id
+    assert event["requestContext"]["condition"] == "RetriesExhausted"
+    assert audit_record["requestContext"]["requestId"] != request_id
