@@ -529,6 +529,22 @@ class Broker:
         config, qualifier = await self._resolve(function, qualifier)
         return config.name, qualifier
 
+    async def redeliver(self, function: str, entry_ids: Iterable[str] | None = None) -> int:
+        """Deliver ``delivery_failed`` dead-letter entries again (all of the function's, or
+        the given ids); each one delivered leaves the store. Returns how many were."""
+        name = parse_function_name(function).name
+        wanted = set(entry_ids) if entry_ids is not None else None
+        total = await self.dead_letters.count(name)
+        entries = [
+            e
+            for e in await self.dead_letters.list(name, limit=max(total, 1))
+            if e["kind"] == "delivery_failed" and (wanted is None or e["id"] in wanted)
+        ]
+        delivered = await self.deliverer.redeliver(name, entries)
+        for entry_id in delivered:
+            await self.dead_letters.delete(name, entry_id)
+        return len(delivered)
+
     # -- inspection --------------------------------------------------------------------------
     async def queue_depth(self, function: str) -> dict[str, int]:
         return await self.queue.depth(parse_function_name(function).name)

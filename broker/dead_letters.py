@@ -33,6 +33,7 @@ def dead_letter_entry(
     errors: list[Any],
     at: str,
     target: str | None = None,
+    delivery: dict[str, Any] | None = None,
 ) -> str:
     entry: dict[str, Any] = {
         "v": SCHEMA_VERSION,
@@ -49,6 +50,8 @@ def dead_letter_entry(
     }
     if target is not None:
         entry["target"] = target
+    if delivery is not None:
+        entry["delivery"] = delivery  # what was being delivered, for redelivery
     return json.dumps(entry)
 
 

@@ -162,6 +162,11 @@ class Deliverer:
                     errors=[error],
                     at=iso_ms(now),
                     target=delivery.target,
+                    delivery={
+                        "kind": delivery.kind,
+                        "errorCode": delivery.error_code,
+                        "errorMessage": delivery.error_message,
+                    },
                 )
                 # The outbox id is removed once, with the first dead-letter entry.
                 done.append(OutboxDone(outbox_id if index == 0 else "", dead_id, dead))
@@ -173,6 +178,30 @@ class Deliverer:
             dead_max_age_s=self.policy.dead_max_age_s,
             dead_max_count=self.policy.dead_max_count,
         )
+
+    async def redeliver(self, function: str, entries: list[dict[str, Any]]) -> list[str]:
+        """Deliver ``delivery_failed`` dead-letter entries again (with the usual retries);
+        returns the ids of those delivered. The caller removes them from the store."""
+        delivered: list[str] = []
+        for entry in entries:
+            spec = entry.get("delivery", {})
+            delivery = Delivery(
+                kind=spec.get("kind", "record"),
+                target=entry["target"],
+                function=function,
+                request_id=entry["requestId"],
+                condition=entry["condition"],
+                record=entry["record"],
+                payload=entry["payload"],
+                error_code=spec.get("errorCode", 200),
+                error_message=spec.get("errorMessage", ""),
+            )
+            failed = await self._deliver_target(delivery.target, [(entry["id"], delivery)])
+            if not failed:
+                delivered.append(entry["id"])
+            else:
+                log.warning("redelivery_failed", entry=entry["id"], error=failed[0][2])
+        return delivered
 
     async def _deliver_target(
         self, target: str, items: list[tuple[str, Delivery]]
