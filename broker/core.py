@@ -94,7 +94,10 @@ class Broker:
                 redis=redis,
                 region=settings.region,
                 account_id=settings.account_id,
-                options={"redis_stream_maxlen": settings.redis_stream_maxlen},
+                options={
+                    "redis_stream_maxlen": settings.redis_stream_maxlen,
+                    "rq_redis_url": settings.rq_redis_url or settings.redis_url,
+                },
                 local_invoke=self._local_invoke,
             ),
             destinations if destinations is not None else default_destinations(),

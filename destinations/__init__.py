@@ -11,6 +11,7 @@ from destinations.eventbridge import EventBridgeDestination
 from destinations.http import WebhookDestination
 from destinations.lambda_ import LambdaDestination
 from destinations.redis import RedisStreamDestination
+from destinations.rq import RqDestination
 from destinations.s3 import S3Destination
 from destinations.sns import SnsDestination
 from destinations.sqs import SqsDestination
@@ -21,6 +22,7 @@ FACTORIES: dict[str, DestinationFactory] = {
     "https": WebhookDestination,
     "lambda": LambdaDestination,
     "redis-stream": RedisStreamDestination,
+    "rq": RqDestination,
     "s3": S3Destination,
     "sns": SnsDestination,
     "sqs": SqsDestination,
@@ -31,6 +33,7 @@ __all__ = [
     "EventBridgeDestination",
     "LambdaDestination",
     "RedisStreamDestination",
+    "RqDestination",
     "S3Destination",
     "SnsDestination",
     "SqsDestination",
