@@ -7,6 +7,7 @@ core (``broker``) never imports this package itself.
 from __future__ import annotations
 
 from broker.destination import DestinationFactory
+from destinations.amqp import AmqpDestination
 from destinations.eventbridge import EventBridgeDestination
 from destinations.http import WebhookDestination
 from destinations.lambda_ import LambdaDestination
@@ -17,6 +18,8 @@ from destinations.sns import SnsDestination
 from destinations.sqs import SqsDestination
 
 FACTORIES: dict[str, DestinationFactory] = {
+    "amqp": AmqpDestination,
+    "amqps": AmqpDestination,
     "events": EventBridgeDestination,
     "http": WebhookDestination,
     "https": WebhookDestination,
@@ -30,6 +33,7 @@ FACTORIES: dict[str, DestinationFactory] = {
 
 __all__ = [
     "FACTORIES",
+    "AmqpDestination",
     "EventBridgeDestination",
     "LambdaDestination",
     "RedisStreamDestination",

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from broker import Broker, ManualClock, Settings
-from tests.servers import RedisServer, start_redis
+from tests.servers import RabbitServer, RedisServer, start_rabbitmq, start_redis
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -51,6 +51,13 @@ def aws_client(service: str, url: str) -> Any:
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitServer]:
+    server = start_rabbitmq()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
