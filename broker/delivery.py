@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from broker.clock import Clock
 from broker.dead_letters import dead_letter_entry
@@ -25,6 +32,8 @@ from broker.queue import AsyncQueue, OutboxDone
 from broker.records import iso_ms
 
 log = structlog.get_logger("sluice.delivery")
+
+MAX_BACKOFF_S = 30.0  # longest wait between two tries of one delivery
 
 
 @dataclass(frozen=True)
@@ -206,38 +215,62 @@ class Deliverer:
     async def _deliver_target(
         self, target: str, items: list[tuple[str, Delivery]]
     ) -> list[tuple[str, Delivery, str]]:
-        """Deliver to one target with retries; returns what still failed, with the error."""
+        """Deliver to one target, retrying transient failures (tenacity: exponential back-off
+        with jitter, at most ``attempts`` tries, and at least any ``Retry-After``); returns
+        what could not be delivered, with the error."""
         pending = items
         given_up: list[tuple[str, Delivery, str]] = []
-        for attempt in range(1, self.policy.attempts + 1):
-            errors = await self.registry.deliver_many(target, [d for _, d in pending])
-            retry: list[tuple[tuple[str, Delivery], BaseException]] = []
-            for item, error in zip(pending, errors, strict=True):
-                if error is None:
-                    continue
-                if getattr(error, "retriable", False) and attempt < self.policy.attempts:
-                    retry.append((item, error))
-                else:
-                    given_up.append((item[0], item[1], repr(error)))
-            if given_up and not retry:
-                log.warning(
-                    "delivery_given_up", target=target, count=len(given_up), error=given_up[0][2]
-                )
-            if not retry:
-                return given_up
-            log.info(
-                "delivery_retry_scheduled",
-                target=target,
-                attempt=attempt,
-                count=len(retry),
-                error=repr(retry[0][1]),
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.policy.attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Again),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    errors = await self.registry.deliver_many(target, [d for _, d in pending])
+                    again: list[tuple[tuple[str, Delivery], BaseException]] = []
+                    for item, error in zip(pending, errors, strict=True):
+                        if error is None:
+                            continue
+                        if getattr(error, "retriable", False):
+                            again.append((item, error))
+                        else:
+                            given_up.append((item[0], item[1], repr(error)))
+                    if again:
+                        pending = [item for item, _ in again]
+                        log.info(
+                            "delivery_retry",
+                            target=target,
+                            count=len(again),
+                            error=repr(again[0][1]),
+                        )
+                        raise _Again(again)
+        except _Again as exc:
+            given_up += [(item[0], item[1], repr(error)) for item, error in exc.failed]
+        if given_up:
+            log.warning(
+                "delivery_given_up", target=target, count=len(given_up), error=given_up[0][2]
             )
-            waits = [
-                e.retry_after_s
-                for _, e in retry
-                if isinstance(e, DeliveryError) and e.retry_after_s is not None
-            ]
-            delay = max(waits) if waits else self.policy.backoff_s * 2 ** (attempt - 1)
-            await asyncio.sleep(min(delay, 30.0))
-            pending = [item for item, _ in retry]
         return given_up
+
+    def _wait(self, state: RetryCallState) -> float:
+        jittered = wait_exponential_jitter(
+            multiplier=self.policy.backoff_s, max=MAX_BACKOFF_S, jitter=self.policy.backoff_s
+        )(state)
+        failure = state.outcome.exception() if state.outcome else None
+        hints = [
+            e.retry_after_s
+            for _, e in getattr(failure, "failed", [])
+            if isinstance(e, DeliveryError) and e.retry_after_s is not None
+        ]
+        return min(max([jittered, *hints]), MAX_BACKOFF_S)
+
+
+class _Again(Exception):
+    """Some deliveries of a round failed in a way worth trying again."""
+
+    def __init__(self, failed: list[tuple[tuple[str, Delivery], BaseException]]) -> None:
+        super().__init__(f"{len(failed)} deliveries to retry")
+        self.failed = failed

@@ -241,3 +241,21 @@ async def test_lambda_destination_invokes_the_target_asynchronously_with_the_rec
     assert event["requestContext"]["requestId"] == request_id
     assert event["requestContext"]["condition"] == "RetriesExhausted"
     assert audit_record["requestContext"]["requestId"] != request_id
+
+
+async def test_missing_dead_letter_queue_counts_an_error_and_never_reruns_the_function(
+    aws: str, make_broker: BrokerFactory
+) -> None:
+    broker = await make_broker()
+    await failing(broker, "orders", dead_letter_target=f"arn:aws:sqs:us-east-1:{ACCOUNT}:gone")
+    await broker.put_event_invoke_config("orders", {"MaximumRetryAttempts": 0})
+    await broker.invoke_async("orders", {"n": 1})
+
+    async def counted() -> bool:
+        return (await broker.stats("orders")).get("DeadLetterErrors") == 1
+
+    await wait_until(counted)
+    stats = await broker.stats("orders")
+    assert stats["Invocations"] == 1 and stats["AsyncEventsDropped"] == 1
+    kinds = sorted(e["kind"] for e in await broker.dead_letters.list("orders"))
+    assert kinds == ["delivery_failed", "function_failed"]  # kept, not lost
