@@ -201,3 +201,54 @@ async def test_dead_letter_store_retention_is_bounded_by_age(
     await wait_until(lambda: dropped(2))
     assert [e["requestId"] for e in await broker.dead_letters.list("orders")] == [new]
     assert old != new
+
+
+@pytest.fixture
+def throttled_hook() -> Iterator[LambdaHttpFunction]:
+    def respond(event: Any, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        if len(hook.calls) == 1:
+            return 429, {"Retry-After": "0.2"}, b"slow down"
+        return 204, {}, b""
+
+    hook = LambdaHttpFunction(respond).start()
+    yield hook
+    hook.stop()
+
+
+async def test_webhook_429_is_retried_after_retry_after(
+    make_broker: BrokerFactory, throttled_hook: LambdaHttpFunction
+) -> None:
+    broker = await make_broker()
+    await broker.put_function("orders", f"{H}:ok")
+    await broker.put_event_invoke_config(
+        "orders", {"DestinationConfig": {"OnSuccess": {"Destination": throttled_hook.server_url}}}
+    )
+    await broker.invoke_async("orders", {"n": 1})
+
+    async def delivered() -> bool:
+        return (
+            len(throttled_hook.calls) == 2 and (await broker.queue_depth("orders"))["outbox"] == 0
+        )
+
+    await wait_until(delivered)
+    first, second = throttled_hook.calls[0][0], throttled_hook.calls[1][0]
+    assert second - first >= 0.2  # waited as the 429 asked
+    assert await broker.dead_letters.count("orders") == 0
+
+
+async def test_success_without_on_success_sends_nothing(
+    make_broker: BrokerFactory, redis_client: aioredis.Redis
+) -> None:
+    broker = await make_broker()
+    await broker.put_function("orders", f"{H}:ok", dead_letter_target="redis-stream:dlq")
+    await broker.put_event_invoke_config(
+        "orders", {"DestinationConfig": {"OnFailure": {"Destination": "redis-stream:failed"}}}
+    )
+    await broker.invoke_async("orders", {"n": 1})
+
+    async def succeeded() -> bool:
+        return (await broker.stats("orders")).get("Succeeded") == 1
+
+    await wait_until(succeeded)
+    assert await redis_client.exists("dlq", "failed") == 0
+    assert (await broker.queue_depth("orders"))["outbox"] == 0

@@ -71,3 +71,31 @@ async def test_async_event_runs_through_the_remote_function(
     body: dict[str, Any] = record["responsePayload"]
     assert record["requestContext"]["requestId"] == request_id
     assert body == {"accepted": True, "echo": {"n": 2}}
+
+
+async def test_lambda_destination_outside_this_sluice_goes_through_boto3(
+    remote: Api,
+    make_function: MakeFunction,
+    make_broker: BrokerFactory,
+    producer: Any,
+    redis_client: aioredis.Redis,
+) -> None:
+    target = await make_function("ok")  # lives on the other serve
+    await producer.put_event_invoke_config(
+        target, {"DestinationConfig": {"OnSuccess": {"Destination": f"redis-stream:got-{target}"}}}
+    )
+    broker = await make_broker()
+    await broker.put_function(target, "python:tests.handlers.async_handlers:ok")  # same name
+    await broker.put_function("orders", "python:tests.handlers.async_handlers:fail")
+    other_account = f"arn:aws:lambda:us-east-1:111111111111:function:{target}"
+    await broker.put_event_invoke_config(
+        "orders",
+        {
+            "MaximumRetryAttempts": 0,
+            "DestinationConfig": {"OnFailure": {"Destination": other_account}},
+        },
+    )
+    request_id = await broker.invoke_async("orders", {"n": 3})
+    await wait_until(lambda: stream_length_at_least(redis_client, f"got-{target}", 1), 20)
+    (record,) = await stream_records(redis_client, f"got-{target}")
+    assert record["requestPayload"]["requestContext"]["requestId"] == request_id
