@@ -97,6 +97,7 @@ class Broker:
                 options={
                     "redis_stream_maxlen": settings.redis_stream_maxlen,
                     "rq_redis_url": settings.rq_redis_url or settings.redis_url,
+                    "eventbridge_source": settings.eventbridge_source,
                 },
                 local_invoke=self._local_invoke,
             ),

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     delivery_lease_s: float = Field(default=defaults.DELIVERY_LEASE_S, gt=0)
     dead_letter_max_age_s: float = Field(default=defaults.DEAD_LETTER_MAX_AGE_S, gt=0)
     dead_letter_max_count: int = Field(default=defaults.DEAD_LETTER_MAX_COUNT, ge=1)
+    eventbridge_source: str = "lambda"  # `source` of EventBridge destination events
     rq_redis_url: str | None = None  # rq: destinations (default: Sluice's Redis)
     redis_stream_maxlen: int = Field(default=defaults.REDIS_STREAM_MAXLEN, ge=1)
     drain_timeout_s: float = Field(default=defaults.DRAIN_TIMEOUT_S, ge=0)

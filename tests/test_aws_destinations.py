@@ -107,17 +107,21 @@ async def test_sns_gets_the_record_as_the_message(aws: str, make_broker: BrokerF
     assert "functionError" not in record["responseContext"]
 
 
-async def test_eventbridge_gets_a_lambda_result_event(aws: str, make_broker: BrokerFactory) -> None:
-    queue_url, queue_arn = make_queue(aws, "from-events")
+@pytest.mark.parametrize("source", ["lambda", "aws.lambda"])
+async def test_eventbridge_gets_a_lambda_result_event(
+    aws: str, make_broker: BrokerFactory, source: str
+) -> None:
+    queue_url, queue_arn = make_queue(aws, f"from-events-{source.replace('.', '-')}")
     events = aws_client("events", aws)
-    bus = events.create_event_bus(Name="ops-bus")["EventBusArn"]
+    bus_name = f"ops-bus-{source.replace('.', '-')}"
+    bus = events.create_event_bus(Name=bus_name)["EventBusArn"]
     events.put_rule(
-        Name="all-lambda", EventBusName="ops-bus", EventPattern=json.dumps({"source": ["lambda"]})
+        Name="all-lambda", EventBusName=bus_name, EventPattern=json.dumps({"source": [source]})
     )
     events.put_targets(
-        Rule="all-lambda", EventBusName="ops-bus", Targets=[{"Id": "q", "Arn": queue_arn}]
+        Rule="all-lambda", EventBusName=bus_name, Targets=[{"Id": "q", "Arn": queue_arn}]
     )
-    broker = await make_broker()
+    broker = await make_broker(eventbridge_source=source)
     await failing(broker, "orders")
     await broker.put_event_invoke_config(
         "orders",
@@ -125,7 +129,7 @@ async def test_eventbridge_gets_a_lambda_result_event(aws: str, make_broker: Bro
     )
     request_id = await broker.invoke_async("orders", {"n": 1})
     event = json.loads((await receive(aws, queue_url))["Body"])
-    assert event["source"] == "lambda"
+    assert event["source"] == source
     assert event["detail-type"] == "Lambda Function Invocation Result - Failure"
     assert event["resources"] == [bus, f"{ARN}:orders:$LATEST"]
     assert event["detail"]["requestContext"]["requestId"] == request_id
