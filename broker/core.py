@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,8 +27,6 @@ from broker.destination import DestinationContext, DestinationFactory, Destinati
 from broker.dispatcher import Dispatcher, DispatchSettings
 from broker.errors import (
     InvalidParameterValueError,
-    InvalidRequestContentError,
-    RequestTooLargeError,
     ResourceConflictError,
     ResourceNotFoundError,
 )
@@ -47,18 +44,12 @@ from broker.invokers.base import Invocation, InvokerRegistry
 from broker.keys import Keys
 from broker.mappings import MappingService, function_checker
 from broker.models import LATEST, Envelope, FunctionConfig, InvokeResult
+from broker.payloads import SYNC_PAYLOAD_LIMIT_BYTES, Payload, payload_text
 from broker.queue import AsyncQueue
 from broker.settings import FunctionSpec, Settings
 from broker.wiring import default_destinations, default_invokers, default_source_check
 
 log = structlog.get_logger("sluice.broker")
-
-Payload = bytes | str | dict[str, Any] | list[Any] | None
-SYNC_PAYLOAD_LIMIT_BYTES = 6_291_456
-
-
-def _utf8_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
 
 
 class Broker:
@@ -391,34 +382,6 @@ class Broker:
         return body
 
     # -- invoking ----------------------------------------------------------------------------
-    @staticmethod
-    def _payload_text(payload: Payload, too_large: Callable[[int], str], limit: int) -> str:
-        """The payload as JSON text: its size checked first (the raw bytes), then its JSON."""
-        if payload is None:
-            return "{}"
-        if isinstance(payload, dict | list):
-            payload = json.dumps(payload)
-        data = payload if isinstance(payload, bytes) else None
-        size = len(data) if data is not None else _utf8_size(str(payload))
-        if size > limit:
-            raise RequestTooLargeError(too_large(size))
-        try:
-            text = data.decode("utf-8") if data is not None else str(payload)
-        except UnicodeDecodeError as exc:
-            raise InvalidRequestContentError(
-                "Could not parse request body into json: Could not parse payload into json: "
-                f"Invalid UTF-8 start byte at position {exc.start}"
-            ) from exc
-        if text.strip() == "":
-            return "{}"
-        try:
-            json.loads(text)
-        except ValueError as exc:
-            raise InvalidRequestContentError(
-                f"Could not parse request body into json: Could not parse payload into json: {exc}"
-            ) from exc
-        return text
-
     async def _resolve(self, function: str, qualifier: str | None) -> tuple[FunctionConfig, str]:
         ref = parse_function_name(function, qualifier)
         state = await self.functions.get(ref.name)
@@ -474,7 +437,7 @@ class Broker:
 
         events: list[tuple[str, str]] = []
         for payload in payloads:
-            text = self._payload_text(payload, too_large, limit)
+            text = payload_text(payload, too_large, limit)
             request_id = str(uuid.uuid4())
             envelope = Envelope(
                 request_id=request_id,
@@ -499,7 +462,7 @@ class Broker:
         """``InvocationType=RequestResponse``: run the function now through its invoker."""
         qualifier_given = qualifier
         config, qualifier = await self._resolve(function, qualifier)
-        text = self._payload_text(
+        text = payload_text(
             payload,
             lambda _: (
                 f"Request must be smaller than {SYNC_PAYLOAD_LIMIT_BYTES} bytes for the "
