@@ -1,0 +1,198 @@
+"""Evaluate compiled filter patterns against a record's matchable document (spec §10.2).
+
+The document is the parsed record (§10.4) with the data key already decoded by the caller
+(:func:`decode_data` helps); numbers may be :class:`JsonNumber` (from :func:`load_json`) or
+plain ``int``/``float``. Nothing here parses a pattern: :class:`FilterSet` compiles each
+pattern once and then only walks the matcher tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from broker.errors import InvalidParameterValueError
+from broker.filters.compile import (
+    JsonNumber,
+    LeafMatcher,
+    ObjectMatcher,
+    compile_pattern,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FILTERS",
+    "HARD_MAX_FILTERS",
+    "UNDECODABLE",
+    "FilterSet",
+    "decode_base64_data",
+    "decode_data",
+    "iter_scalars",
+    "load_event",
+    "match_object",
+]
+
+DEFAULT_MAX_FILTERS = 5  # Lambda's default quota of filters per mapping
+HARD_MAX_FILTERS = 10  # the quota can be raised this far and no further
+
+_MISSING: Any = object()  # a key absent from the document
+# A data field that could not be decoded (§10.4: the record is dropped): fails every rule,
+# including ``exists: false``, wherever a pattern looks at it.
+UNDECODABLE: Any = object()
+_EMPTY: dict[str, Any] = {}
+_SCALARS = frozenset({str, int, float, bool, type(None), JsonNumber})
+
+
+def match_object(matcher: ObjectMatcher, value: Any) -> bool:
+    """Does ``value`` (an event object, array of objects, scalar or missing) match?"""
+    if type(value) is dict:
+        return _match_dict(matcher, value)
+    if value is UNDECODABLE:
+        return False
+    if isinstance(value, list):
+        elements = list(_iter_objects(value))
+        if elements:
+            # Array-consistent matching (rule 6): one element must satisfy the whole sub-pattern.
+            return any(_match_dict(matcher, element) for element in elements)
+    # A scalar, missing node or array without objects: every leaf below is missing (rule 2).
+    return _match_dict(matcher, _EMPTY)
+
+
+def _iter_objects(values: list[Any]) -> Iterator[dict[str, Any]]:
+    for item in values:
+        if isinstance(item, dict):
+            yield item
+        elif isinstance(item, list):
+            yield from _iter_objects(item)
+
+
+def _match_flat(
+    flat: tuple[tuple[tuple[str, ...], LeafMatcher], ...],
+    matcher: ObjectMatcher,
+    document: dict[str, Any],
+) -> bool:
+    """Walk each leaf path through plain dicts; an array on the way needs the tree walk
+    (array-consistent matching), so the whole pattern is handed to it."""
+    for path, leaf in flat:
+        value: Any = document
+        for key in path:
+            kind = type(value)
+            if kind is dict:
+                value = value.get(key, _MISSING)
+            elif kind is list:
+                return _match_dict(matcher, document)
+            else:  # a scalar, missing or undecodable node: the leaf is missing below it
+                value = value if value is UNDECODABLE else _MISSING
+                break
+        if type(value) in _SCALARS:
+            if not (leaf.exists_true or leaf.test(value)):
+                return False
+        elif not _match_leaf(leaf, value):
+            return False
+    return True
+
+
+def _match_dict(matcher: ObjectMatcher, doc: dict[str, Any]) -> bool:
+    for key, leaf in matcher.leaves:
+        value = doc.get(key, _MISSING)
+        if type(value) in _SCALARS:
+            if not (leaf.exists_true or leaf.test(value)):
+                return False
+        elif not _match_leaf(leaf, value):
+            return False
+    for key, sub in matcher.objects:
+        if not match_object(sub, doc.get(key, _MISSING)):
+            return False
+    for branches in matcher.or_groups:
+        if not any(_match_dict(branch, doc) for branch in branches):
+            return False
+    return True
+
+
+def _match_leaf(leaf: LeafMatcher, value: Any) -> bool:
+    """A leaf whose value is not a plain scalar: missing, an object, an array, undecodable."""
+    if value is UNDECODABLE:
+        return False
+    if isinstance(value, list):
+        scalars = list(iter_scalars(value))
+        if not scalars:
+            return leaf.exists_false  # an empty array (or one of objects) has no leaf values
+        if leaf.exists_true:
+            return True
+        return any(leaf.test(item) for item in scalars)
+    if value is _MISSING or isinstance(value, dict):
+        return leaf.exists_false  # absent, or an intermediate node (rule 8)
+    return leaf.exists_true or leaf.test(value)  # a scalar of a subclassed type
+
+
+def load_event(text: str | bytes) -> Any:
+    """Parse an event document for matching. Integers become ``int`` (their JSON text is
+    ``str(int)``, except that ``-0`` reads as ``0``); other numbers keep their token text.
+    Duplicate keys keep the last value, as ``json`` always does."""
+    return json.loads(text, parse_float=JsonNumber)
+
+
+def iter_scalars(values: Iterable[Any]) -> Iterable[Any]:
+    """The scalar leaves of an event array, flattening nested arrays and skipping objects."""
+    for item in values:
+        if isinstance(item, list):
+            yield from iter_scalars(item)
+        elif not isinstance(item, dict):
+            yield item
+
+
+def decode_data(text: str) -> Any:
+    """A text data field as filters see it: parsed JSON when it is an object or array, else
+    the raw string (§10.4: only JSON objects/arrays are matched as JSON)."""
+    stripped = text.lstrip()
+    if not stripped or stripped[0] not in "{[":
+        return text
+    try:
+        return load_event(text)
+    except ValueError:
+        return text
+
+
+def decode_base64_data(data: str) -> Any:
+    """Kinesis ``data``: base64, then JSON. Non-JSON yields ``UNDECODABLE``, so a data
+    pattern never matches it (§10.4: the record is dropped)."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+        return load_event(raw.decode())  # UTF-8 only; str parses faster than bytes
+    except (binascii.Error, ValueError):
+        return UNDECODABLE
+
+
+class FilterSet:
+    """A mapping's filters: a record passes when any pattern matches; none ⇒ all pass."""
+
+    __slots__ = ("_matchers", "patterns")
+
+    def __init__(self, patterns: Sequence[str], *, max_filters: int = DEFAULT_MAX_FILTERS):
+        if not 1 <= max_filters <= HARD_MAX_FILTERS:
+            raise ValueError(f"max_filters must be between 1 and {HARD_MAX_FILTERS}")
+        if len(patterns) > max_filters:
+            raise InvalidParameterValueError(
+                f"Number of filters exceeds the limit of {max_filters}"
+            )
+        self.patterns = tuple(patterns)
+        self._matchers = tuple(compile_pattern(pattern) for pattern in patterns)
+
+    def __len__(self) -> int:
+        return len(self._matchers)
+
+    def matches(self, document: Any) -> bool:
+        if not self._matchers:
+            return True
+        if type(document) is not dict:
+            return any(match_object(matcher, document) for matcher in self._matchers)
+        for matcher in self._matchers:
+            flat = matcher.flat
+            if flat is not None:
+                if _match_flat(flat, matcher, document):
+                    return True
+            elif _match_dict(matcher, document):
+                return True
+        return False
