@@ -12,16 +12,15 @@ Kafka and DocumentDB sources are refused by name rather than accepted and never 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-from decimal import Decimal
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from broker.arns import parse_function_name
 from broker.errors import InvalidParameterValueError, ValidationError
 from broker.event_config import AWS_DESTINATION_PATTERN
+from broker.filters import compile_pattern
 from broker.mappings.model import (
     IMMUTABLE_FIELDS,
     REQUEST_FIELDS,
@@ -259,126 +258,21 @@ def check_filters(request: MappingRequest, kind: SourceKind, max_filters: int) -
 
 _STRING_OPS = frozenset({"prefix", "suffix", "equals-ignore-case", "wildcard"})
 _OPERATORS = _STRING_OPS | {"anything-but", "numeric", "exists", "cidr"}
-_NUMERIC_LIMIT = Decimal("5e9")
-
-
-class _Invalid(Exception):
-    pass
 
 
 def validate_filter_pattern(pattern: object, data_key: str | None = None) -> None:
-    """Raise ``Invalid filter pattern definition.`` unless ``pattern`` is a valid pattern.
+    """Raise ``Invalid filter pattern definition.`` unless ``pattern`` is a valid pattern
+    (the filter engine's own compiler decides, so validation and matching agree).
 
     ``data_key`` (streams: ``data`` / ``dynamodb``) must hold an object when present (§10.4).
     """
-    try:
-        if not isinstance(pattern, str):
-            raise _Invalid
-        document = json.loads(pattern, parse_float=Decimal, parse_int=Decimal, parse_constant=_nan)
-        if not isinstance(document, dict):
-            raise _Invalid
+    if not isinstance(pattern, str):
+        raise InvalidParameterValueError(INVALID_PATTERN)
+    compile_pattern(pattern)
+    if data_key is not None:
+        document = json.loads(pattern)
         if data_key in document and not isinstance(document[data_key], dict):
-            raise _Invalid
-        _object(document)
-    except (_Invalid, ValueError, RecursionError):
-        raise InvalidParameterValueError(INVALID_PATTERN) from None
-
-
-def _nan(token: str) -> object:
-    raise _Invalid(token)
-
-
-def _object(node: object) -> None:
-    if not isinstance(node, dict):
-        raise _Invalid
-    for key, value in node.items():
-        if key == "$or":
-            if not isinstance(value, list) or len(value) < 2:
-                raise _Invalid
-            for branch in value:
-                _object(branch)
-        elif isinstance(value, dict):
-            _object(value)
-        elif isinstance(value, list) and value:
-            for rule in value:
-                _rule(rule)
-        else:
-            raise _Invalid
-
-
-def _rule(rule: object) -> None:
-    if rule is None or isinstance(rule, str | bool | Decimal):
-        return
-    if not isinstance(rule, dict) or len(rule) != 1:
-        raise _Invalid
-    ((op, arg),) = rule.items()
-    if op not in _OPERATORS:
-        raise _Invalid
-    if op in _STRING_OPS:
-        _string_arg(op, arg)
-    elif op == "exists":
-        if not isinstance(arg, bool):
-            raise _Invalid
-    elif op == "cidr":
-        if not isinstance(arg, str):
-            raise _Invalid
-        ipaddress.ip_network(arg, strict=False)  # ValueError when not a network
-    elif op == "numeric":
-        _numeric(arg)
-    else:
-        _anything_but(arg)
-
-
-def _string_arg(op: str, arg: object) -> None:
-    if not isinstance(arg, str):
-        raise _Invalid
-    if op == "wildcard" and ("**" in arg or re.search(r"\\(?![*\\])", arg.replace("\\\\", ""))):
-        raise _Invalid
-
-
-def _number(value: object) -> Decimal:
-    if not isinstance(value, Decimal) or abs(value) > _NUMERIC_LIMIT:
-        raise _Invalid
-    exponent = value.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -6:
-        raise _Invalid
-    return value
-
-
-def _numeric(arg: object) -> None:
-    if not isinstance(arg, list) or len(arg) not in (2, 4):
-        raise _Invalid
-    if len(arg) == 2:
-        if arg[0] not in ("=", "<", "<=", ">", ">="):
-            raise _Invalid
-        _number(arg[1])
-        return
-    if arg[0] not in (">", ">=") or arg[2] not in ("<", "<="):
-        raise _Invalid
-    if _number(arg[1]) >= _number(arg[3]):
-        raise _Invalid
-
-
-def _anything_but(arg: object) -> None:
-    if isinstance(arg, str):
-        return
-    if isinstance(arg, Decimal):
-        _number(arg)
-    elif isinstance(arg, list):
-        if not arg or not (
-            all(isinstance(a, str) for a in arg) or all(isinstance(a, Decimal) for a in arg)
-        ):
-            raise _Invalid
-    elif isinstance(arg, dict) and len(arg) == 1:
-        ((op, inner),) = arg.items()
-        if op not in _STRING_OPS:
-            raise _Invalid
-        _string_arg(op, inner)
-    else:
-        raise _Invalid
-
-
-# -- whole bodies --------------------------------------------------------------------------
+            raise InvalidParameterValueError(INVALID_PATTERN)
 
 
 def validate_create(body: Any, *, max_filters: int, now: float) -> MappingConfig:
