@@ -60,6 +60,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench.common import cpu_seconds, percentile, terminate  # noqa: E402
+
 PREFIX = "benchapi"
 FUNCTION = "noop"
 TARGET = "python:bench.handlers:noop"
@@ -70,13 +72,6 @@ RATE_TOLERANCE = 0.99  # ... to within timer granularity
 TARGET_P99_MS = 20.0
 OVERRUN_CUTOFF_S = 1.0  # the paced schedule gives up this long after its last due time
 CLIENT_FLAG = "--run-load-client"  # internal: this file run as the load process
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
 
 
 def verdict(ok: bool) -> str:
@@ -262,17 +257,6 @@ def run_wrk(
 
 
 # -- CPU accounting (Linux /proc) -------------------------------------------------------------
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def descendants(pid: int) -> list[int]:
@@ -767,17 +751,13 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # run the finally blocks: stop serve and redis-server
-
-
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == CLIENT_FLAG:
         client_main(sys.argv[2])
         return
     args = parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     wrk = shutil.which("wrk")
     print(
         f"max-rate load generator: "

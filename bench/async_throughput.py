@@ -43,6 +43,7 @@ import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
 from bench import handlers  # noqa: E402
+from bench.common import cpu_seconds, percentile, terminate  # noqa: E402
 from broker.core import Broker  # noqa: E402
 from broker.logsetup import configure_logging  # noqa: E402
 from broker.settings import Settings  # noqa: E402
@@ -52,7 +53,6 @@ PREFIX = "bench"
 OK_STREAM = "bench-ok"
 LATENCY_STREAM = "bench-latency"
 RQ_QUEUE = "bench"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 TARGET_RATIO = 10.0
 TARGET_RATE = 5_000.0
@@ -61,16 +61,6 @@ TARGET_P99_MS = 50.0
 
 
 # -- CPU accounting (Linux /proc) --------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (0.0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
 def descendants(pid: int) -> list[int]:
@@ -157,13 +147,6 @@ async def stop_broker(broker: Broker, client: aioredis.Redis, label: str) -> Non
             if task is not asyncio.current_task():
                 task.print_stack(limit=6, file=sys.stderr)
     await client.aclose()
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
 
 
 def verdict(ok: bool) -> str:
@@ -524,14 +507,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # run the finally blocks: stop workers and redis-server
-
-
 def main() -> None:
     args = parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     configure_logging("console", "warning")
     rq_jobs = args.rq_jobs or max(100, args.events // 4)
     server = start_redis()
