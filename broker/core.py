@@ -257,13 +257,7 @@ class Broker:
         self.functions.invalidate(name)
 
     async def get_function(self, function: str) -> FunctionConfig:
-        ref = parse_function_name(function)
-        config = await self.store.get(ref.name)
-        if config is None:
-            raise ResourceNotFoundError(
-                "Function not found: "
-                + function_arn(self.settings.region, self.settings.account_id, ref.name)
-            )
+        config, _ = await self.admin.load(function)
         return config
 
     async def list_functions(self) -> list[FunctionConfig]:
@@ -287,9 +281,10 @@ class Broker:
 
     async def put_function_concurrency(self, function: str, reserved: int | None) -> None:
         """Reserved concurrency, enforced across every process; None removes it."""
-        config = await self.get_function(function)
-        await self.store.put(config.model_copy(update={"reserved_concurrency": reserved}))
-        self.functions.invalidate(config.name)
+        if reserved is None:
+            await self.admin.delete_concurrency(function)
+        else:
+            await self.admin.put_concurrency(function, {"ReservedConcurrentExecutions": reserved})
 
     # -- event-invoke config -----------------------------------------------------------------
     def _arn(self, name: str, qualifier: str | None) -> str:
