@@ -37,7 +37,6 @@ __all__ = [
     "compile_pattern",
     "load_json",
     "number_text",
-    "number_value",
 ]
 
 INVALID_PATTERN = "Invalid filter pattern definition."
@@ -47,6 +46,11 @@ NUMERIC_MAX_EXPONENT = -6  # at most 6 decimal places
 MAX_DEPTH = 100  # (D) deeper object nesting is rejected: matching stays clear of recursion limits
 
 Predicate = Callable[[Any], bool]
+# (kind, argument): how one rule treats a *string* value. Kinds: ``in``/``not_in`` (a
+# frozenset), ``eq``/``ne``, ``startswith``, ``endswith``, ``casefold_eq`` (a folded
+# string), ``fullmatch`` (a compiled pattern's method), each of these but ``in``/``not_in``
+# also negated as ``not_<kind>``, ``true`` (every string matches) and ``call`` (a predicate).
+StringRule = tuple[str, Any]
 
 
 class JsonNumber:
@@ -105,6 +109,9 @@ class LeafMatcher:
     exists_true: bool = False
     exists_false: bool = False
     predicates: list[Predicate] = field(default_factory=list)
+    # What each rule does to a string value, as data (:data:`StringRule`), so that
+    # ``broker.filters.codegen`` can inline string tests; the literal strings come last.
+    string_rules: list[StringRule] = field(default_factory=list)
     # Tests one present scalar against the literal and operator rules (exists excluded).
     test: Predicate = field(default=lambda _value: False)
 
@@ -116,9 +123,6 @@ class ObjectMatcher:
     leaves: list[tuple[str, LeafMatcher]] = field(default_factory=list)
     objects: list[tuple[str, ObjectMatcher]] = field(default_factory=list)
     or_groups: list[list[ObjectMatcher]] = field(default_factory=list)
-    # Every leaf as (path, leaf) when the pattern has no ``$or``: lets matching walk plain
-    # dicts without recursion (None when the pattern needs the general tree walk).
-    flat: tuple[tuple[tuple[str, ...], LeafMatcher], ...] | None = None
 
 
 def compile_pattern(pattern: str) -> ObjectMatcher:
@@ -135,23 +139,7 @@ def compile_pattern(pattern: str) -> ObjectMatcher:
         _invalid()
     if not isinstance(parsed, dict):
         _invalid()
-    matcher = _compile_object(parsed, depth=0)
-    matcher.flat = _flatten(matcher, ())
-    return matcher
-
-
-def _flatten(
-    matcher: ObjectMatcher, prefix: tuple[str, ...]
-) -> tuple[tuple[tuple[str, ...], LeafMatcher], ...] | None:
-    if matcher.or_groups:
-        return None
-    paths = [((*prefix, key), leaf) for key, leaf in matcher.leaves]
-    for key, sub in matcher.objects:
-        below = _flatten(sub, (*prefix, key))
-        if below is None:
-            return None
-        paths.extend(below)
-    return tuple(paths)
+    return _compile_object(parsed, depth=0)
 
 
 def _compile_object(obj: dict[str, Any], *, depth: int) -> ObjectMatcher:
@@ -200,6 +188,8 @@ def _compile_leaf(rules: list[Any]) -> LeafMatcher:
             _invalid()  # nested arrays
     leaf.strings = frozenset(strings)
     leaf.numbers = frozenset(numbers)
+    if strings:
+        leaf.string_rules.append(("in", leaf.strings))
     leaf.test = _scalar_test(leaf)
     return leaf
 
@@ -248,32 +238,59 @@ def _compile_rule(rule: dict[str, Any], leaf: LeafMatcher) -> None:
         else:
             leaf.exists_false = True
     elif op == "anything-but":
-        leaf.predicates.append(_anything_but(arg))
+        predicate, string_rule = _anything_but(arg)
+        leaf.predicates.append(predicate)
+        leaf.string_rules.append(string_rule)
     elif op == "numeric":
-        leaf.predicates.append(_numeric(arg))
+        leaf.predicates.append(_numeric(arg))  # never matches a string: no string rule
     elif op == "cidr":
-        leaf.predicates.append(_cidr(arg))
+        predicate = _cidr(arg)
+        leaf.predicates.append(predicate)
+        leaf.string_rules.append(("call", predicate))
     else:
-        leaf.predicates.append(_string_rule(op, arg))
+        string_rule = _string_rule(op, arg)
+        leaf.predicates.append(_string_predicate(string_rule))
+        leaf.string_rules.append(string_rule)
 
 
-def _string_rule(op: str, arg: Any) -> Predicate:
+def _string_rule(op: str, arg: Any) -> StringRule:
     """prefix / suffix / equals-ignore-case / wildcard: strings only, never other types."""
     if not isinstance(arg, str):
         _invalid()
     if op == "prefix":
-        return lambda v: isinstance(v, str) and v.startswith(arg)
+        return ("startswith", arg)
     if op == "suffix":
-        return lambda v: isinstance(v, str) and v.endswith(arg)
+        return ("endswith", arg)
     if op == "equals-ignore-case":
-        folded = arg.casefold()
-        return lambda v: isinstance(v, str) and v.casefold() == folded
+        return ("casefold_eq", arg.casefold())
     if op == "wildcard":
         return _wildcard(arg)
     _invalid()
 
 
-def _wildcard(arg: str) -> Predicate:
+_STRING_TESTS: dict[str, Callable[[str, Any], bool]] = {
+    "in": lambda v, arg: v in arg,
+    "eq": lambda v, arg: v == arg,
+    "startswith": lambda v, arg: v.startswith(arg),
+    "endswith": lambda v, arg: v.endswith(arg),
+    "casefold_eq": lambda v, arg: v.casefold() == arg,
+    "fullmatch": lambda v, arg: arg(v) is not None,
+    "call": lambda v, arg: bool(arg(v)),
+    "true": lambda _v, _arg: True,
+}
+
+
+def _string_predicate(rule: StringRule) -> Predicate:
+    """A predicate over any value for a string rule: a non-string never matches."""
+    kind, arg = rule
+    negated = kind.startswith("not_")
+    test = _STRING_TESTS[kind[4:] if negated else kind]
+    if negated:
+        return lambda v: isinstance(v, str) and not test(v, arg)
+    return lambda v: isinstance(v, str) and test(v, arg)
+
+
+def _wildcard(arg: str) -> StringRule:
     parts: list[str] = []
     literal: list[str] = []
     has_star = False
@@ -298,34 +315,34 @@ def _wildcard(arg: str) -> Predicate:
         i += 1
     parts.append(re.escape("".join(literal)))
     if not has_star:
-        exact = "".join(literal)
-        return lambda v: isinstance(v, str) and v == exact
-    fullmatch = re.compile("".join(parts), re.DOTALL).fullmatch
-    return lambda v: isinstance(v, str) and fullmatch(v) is not None
+        return ("eq", "".join(literal))
+    return ("fullmatch", re.compile("".join(parts), re.DOTALL).fullmatch)
 
 
-def _anything_but(arg: Any) -> Predicate:
+def _anything_but(arg: Any) -> tuple[Predicate, StringRule]:
+    """The predicate for any value, and what the rule does to a string."""
     if isinstance(arg, str):
-        return lambda v: not (isinstance(v, str) and v == arg)
+        return (lambda v: not (isinstance(v, str) and v == arg)), ("ne", arg)
     if isinstance(arg, JsonNumber):
         text = arg.text
-        return lambda v: number_text(v) != text
+        return (lambda v: number_text(v) != text), ("true", None)
     if isinstance(arg, list):
         if not arg:
             _invalid()
         if all(isinstance(x, str) for x in arg):
             excluded = frozenset(arg)
-            return lambda v: not (isinstance(v, str) and v in excluded)
+            return (lambda v: not (isinstance(v, str) and v in excluded)), ("not_in", excluded)
         if all(isinstance(x, JsonNumber) for x in arg):
             texts = frozenset(x.text for x in arg)
-            return lambda v: number_text(v) not in texts
+            return (lambda v: number_text(v) not in texts), ("true", None)
         _invalid()  # mixed, or not strings/numbers
     if isinstance(arg, dict) and len(arg) == 1:
         ((op, inner_arg),) = arg.items()
         if op not in ("prefix", "suffix", "equals-ignore-case", "wildcard"):
             _invalid()
-        inner = _string_rule(op, inner_arg)
-        return lambda v: isinstance(v, str) and not inner(v)
+        kind, inner = _string_rule(op, inner_arg)
+        negated: StringRule = ("not_" + kind, inner)
+        return _string_predicate(negated), negated
     _invalid()
 
 
@@ -356,9 +373,7 @@ def _numeric(arg: Any) -> Predicate:
         op, bound = arg
         if not isinstance(op, str) or op not in _SINGLE_OPS:
             _invalid()
-        compare = _SINGLE_OPS[op]
-        limit = _numeric_bound(bound)
-        return lambda v: (d := number_value(v)) is not None and compare(d, limit)
+        return _bound_test(_SINGLE_OPS[op], _numeric_bound(bound))
     low_op, low_arg, high_op, high_arg = arg
     if not isinstance(low_op, str) or low_op not in _LOWER_OPS:
         _invalid()
@@ -367,8 +382,35 @@ def _numeric(arg: Any) -> Predicate:
     low, high = _numeric_bound(low_arg), _numeric_bound(high_arg)
     if low >= high:
         _invalid()
-    low_cmp, high_cmp = _LOWER_OPS[low_op], _UPPER_OPS[high_op]
-    return lambda v: (d := number_value(v)) is not None and low_cmp(d, low) and high_cmp(d, high)
+    above = _bound_test(_LOWER_OPS[low_op], low)
+    below = _bound_test(_UPPER_OPS[high_op], high)
+    return lambda v: above(v) and below(v)
+
+
+def _bound_test(compare: Callable[[Any, Any], bool], bound: Decimal) -> Predicate:
+    """``compare(value, bound)`` for a JSON number value; False for anything else.
+
+    A ``float`` means the decimal its shortest repr spells (``0.1`` is 0.1). Rounding to the
+    nearest double is monotonic, so unless the value equals the bound's nearest double the
+    float comparison already gives the decimal answer; only a tie needs ``Decimal``. Python
+    compares ``int`` with ``float`` exactly, so the same holds for integers.
+    """
+    as_float = float(bound)
+
+    def test(v: Any) -> bool:
+        kind = type(v)
+        if kind is float or kind is int:
+            if v != as_float:
+                return compare(v, as_float)
+            return compare(Decimal(repr(v)) if kind is float else v, bound)
+        if kind is JsonNumber:
+            try:
+                return compare(v.decimal, bound)
+            except InvalidOperation:  # NaN from a non-standard event
+                return False
+        return False
+
+    return test
 
 
 def _cidr(arg: Any) -> Predicate:
@@ -407,20 +449,4 @@ def number_text(value: Any) -> str | None:
         return str(value)
     if isinstance(value, float):
         return repr(value)
-    return None
-
-
-def number_value(value: Any) -> Decimal | int | float | None:
-    """The value of a number event value, or None (strings never count, §10.2).
-
-    ``int`` compares exactly with ``Decimal`` bounds, so it is not converted; a ``float``
-    is read through its shortest repr so that ``0.1`` means 0.1, as in the JSON text.
-    """
-    kind = type(value)
-    if kind is int:
-        return value  # type: ignore[no-any-return]
-    if kind is float:
-        return Decimal(repr(value))
-    if kind is JsonNumber:
-        return value.decimal  # type: ignore[no-any-return]
     return None

@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from broker.errors import InvalidParameterValueError
+from broker.filters.codegen import generate_matcher
 from broker.filters.compile import (
     JsonNumber,
     LeafMatcher,
     ObjectMatcher,
+    Predicate,
     compile_pattern,
 )
 
@@ -68,32 +70,6 @@ def _iter_objects(values: list[Any]) -> Iterator[dict[str, Any]]:
             yield from _iter_objects(item)
 
 
-def _match_flat(
-    flat: tuple[tuple[tuple[str, ...], LeafMatcher], ...],
-    matcher: ObjectMatcher,
-    document: dict[str, Any],
-) -> bool:
-    """Walk each leaf path through plain dicts; an array on the way needs the tree walk
-    (array-consistent matching), so the whole pattern is handed to it."""
-    for path, leaf in flat:
-        value: Any = document
-        for key in path:
-            kind = type(value)
-            if kind is dict:
-                value = value.get(key, _MISSING)
-            elif kind is list:
-                return _match_dict(matcher, document)
-            else:  # a scalar, missing or undecodable node: the leaf is missing below it
-                value = value if value is UNDECODABLE else _MISSING
-                break
-        if type(value) in _SCALARS:
-            if not (leaf.exists_true or leaf.test(value)):
-                return False
-        elif not _match_leaf(leaf, value):
-            return False
-    return True
-
-
 def _match_dict(matcher: ObjectMatcher, doc: dict[str, Any]) -> bool:
     for key, leaf in matcher.leaves:
         value = doc.get(key, _MISSING)
@@ -131,7 +107,11 @@ def load_event(text: str | bytes) -> Any:
     """Parse an event document for matching. Integers become ``int`` (their JSON text is
     ``str(int)``, except that ``-0`` reads as ``0``); other numbers keep their token text.
     Duplicate keys keep the last value, as ``json`` always does."""
-    return json.loads(text, parse_float=JsonNumber)
+    return _EVENT_DECODER.decode(text if isinstance(text, str) else text.decode())
+
+
+# Built once: ``json.loads`` with any keyword argument builds a decoder on every call.
+_EVENT_DECODER = json.JSONDecoder(parse_float=JsonNumber)
 
 
 def iter_scalars(values: Iterable[Any]) -> Iterable[Any]:
@@ -168,7 +148,7 @@ def decode_base64_data(data: str) -> Any:
 class FilterSet:
     """A mapping's filters: a record passes when any pattern matches; none ⇒ all pass."""
 
-    __slots__ = ("_matchers", "patterns")
+    __slots__ = ("_match_dict", "_matchers", "patterns")
 
     def __init__(self, patterns: Sequence[str], *, max_filters: int = DEFAULT_MAX_FILTERS):
         if not 1 <= max_filters <= HARD_MAX_FILTERS:
@@ -179,6 +159,9 @@ class FilterSet:
             )
         self.patterns = tuple(patterns)
         self._matchers = tuple(compile_pattern(pattern) for pattern in patterns)
+        self._match_dict = generate_matcher(
+            self._matchers, leaf_test=leaf_test, object_node=object_node, missing=_MISSING
+        )
 
     def __len__(self) -> int:
         return len(self._matchers)
@@ -186,13 +169,43 @@ class FilterSet:
     def matches(self, document: Any) -> bool:
         if not self._matchers:
             return True
-        if type(document) is not dict:
-            return any(match_object(matcher, document) for matcher in self._matchers)
-        for matcher in self._matchers:
-            flat = matcher.flat
-            if flat is not None:
-                if _match_flat(flat, matcher, document):
-                    return True
-            elif _match_dict(matcher, document):
-                return True
+        if type(document) is dict:
+            return self._match_dict(document)
+        return any(match_object(matcher, document) for matcher in self._matchers)
+
+
+def leaf_test(leaf: LeafMatcher) -> Predicate:
+    """The leaf's test for any node value: a scalar, an array, an object, missing."""
+    exists_true, exists_false, test = leaf.exists_true, leaf.exists_false, leaf.test
+
+    def any_value(value: Any) -> bool:
+        kind = type(value)
+        if kind in _SCALARS:
+            return exists_true or test(value)
+        if kind is list:
+            saw_scalar = False
+            for item in value:
+                item_kind = type(item)
+                if item_kind in _SCALARS:
+                    if exists_true or test(item):
+                        return True
+                    saw_scalar = True
+                elif item_kind is not dict:  # a nested array: flatten it the long way
+                    return _match_leaf(leaf, value)
+            return exists_false and not saw_scalar
+        return _match_leaf(leaf, value)
+
+    return any_value
+
+
+def object_node(dict_test: Callable[[dict[str, Any]], bool], value: Any) -> bool:
+    """``dict_test`` (one sub-pattern) applied to any node, as :func:`match_object` does."""
+    if type(value) is dict:
+        return dict_test(value)
+    if value is UNDECODABLE:
         return False
+    if isinstance(value, list):
+        elements = list(_iter_objects(value))
+        if elements:
+            return any(dict_test(element) for element in elements)
+    return dict_test(_EMPTY)
