@@ -17,6 +17,7 @@ from broker.filters.match import (
     load_event,
     match_object,
 )
+from broker.filters.sources import RecordFilter
 
 __all__ = [
     "DEFAULT_MAX_FILTERS",
@@ -26,6 +27,7 @@ __all__ = [
     "FilterSet",
     "JsonNumber",
     "ObjectMatcher",
+    "RecordFilter",
     "compile_pattern",
     "decode_base64_data",
     "decode_data",
