@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from broker.cli_filter import filter_app
 from broker.errors import ApiError, SluiceError
 from broker.logsetup import configure_logging
 from broker.settings import FunctionSpec, Settings
@@ -23,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(filter_app, name="filter")
 
 RedisUrl = Annotated[
     str | None, typer.Option("--redis-url", envvar="SLUICE_REDIS_URL", help="redis://host:port/db")
