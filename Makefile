@@ -34,3 +34,4 @@ test: system venv lint typecheck pytest
 bench: venv
 	$(PY) bench/async_throughput.py
 	$(PY) bench/api_invoke.py
+	$(PY) bench/filter.py

@@ -1,14 +1,23 @@
-"""The generated matcher of a FilterSet answers exactly as the tree walk does."""
+"""A FilterSet's generated matcher answers exactly as the tree walk does, and the fast
+event decoder it picks answers as the exact one."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.filters import UNDECODABLE, FilterSet, compile_pattern, match_object
+from broker.filters import (
+    UNDECODABLE,
+    FilterSet,
+    compile_pattern,
+    load_event,
+    load_event_fast,
+    match_object,
+)
 
 KEYS = st.sampled_from(["a", "b", "c"])
 
@@ -62,7 +71,7 @@ def documents(depth: int) -> st.SearchStrategy[Any]:
         return st.one_of(SCALARS, st.lists(SCALARS, max_size=3))
     inner = documents(depth - 1)
     obj = st.dictionaries(KEYS, inner, max_size=3)
-    return st.one_of(SCALARS, obj, st.lists(st.one_of(obj, SCALARS), max_size=3))
+    return st.one_of(SCALARS, obj, st.lists(st.one_of(obj, SCALARS, inner), max_size=3))
 
 
 @settings(max_examples=400, deadline=None)
@@ -137,3 +146,73 @@ def test_leaf_values_of_every_shape_answer_as_the_spec_says() -> None:
         event = {"k": value}
         assert match_object(compile_pattern(pattern), event) is expected, (rules, value)
         assert FilterSet([pattern]).matches(event) is expected, (rules, value)
+
+
+# --- the decoder a filter set asks for
+
+
+def test_exact_number_text_is_kept_only_when_a_literal_number_rule_reads_it() -> None:
+    exact = [
+        '{"a": [300]}',
+        '{"a": [{"anything-but": 3.5}]}',
+        '{"a": {"b": [{"anything-but": [1, 2]}]}}',
+        '{"$or": [{"a": ["x"]}, {"b": [0.5]}]}',
+    ]
+    fast = ['{"a": ["300"]}', '{"a": [{"numeric": [">", 3.5]}]}', '{"a": [{"anything-but": "1"}]}']
+    for pattern in exact:
+        assert FilterSet([pattern]).loads is load_event, pattern
+    for pattern in fast:
+        assert FilterSet([pattern]).loads is load_event_fast, pattern
+
+
+NUMBER_TEXTS = st.one_of(
+    st.integers(min_value=-(10**20), max_value=10**20).map(str),
+    st.decimals(min_value=-(10**10), max_value=10**10, places=7, allow_nan=False).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["1e400", "-0", "0.1", "5e9", "4999999999.999999", "1E2", "-0.0"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    number=NUMBER_TEXTS,
+    op=st.sampled_from(["=", ">", ">=", "<", "<="]),
+    bound=st.sampled_from(["0", "0.1", "-7.25", "5000000000", "4999999999.999999", "300"]),
+)
+def test_numeric_rules_answer_alike_on_either_decoder(number: str, op: str, bound: str) -> None:
+    filters = FilterSet([f'{{"a": [{{"numeric": ["{op}", {bound}]}}]}}'])
+    assert filters.loads is load_event_fast
+    text = f'{{"a": {number}}}'
+    assert filters.matches(load_event_fast(text)) is filters.matches(load_event(text)), text
+
+
+def test_non_json_constants_are_undecodable() -> None:
+    for text in ('{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}'):
+        for loads in (load_event, load_event_fast):
+            with pytest.raises(ValueError):
+                loads(text)
+
+
+OBJECT_CASES = [
+    # (event value under "n", expected) for the pattern {"n": {"k": ["v"]}}
+    ({"k": "v"}, True),
+    ([{"k": "w"}, {"k": "v"}], True),
+    ([[{"k": "v"}]], True),
+    ([[{"k": "w"}], [[{"k": "v"}]]], True),
+    ([[{"k": "w"}]], False),
+    ([[]], False),
+    (["v", {"k": "w"}], False),
+    ([], False),
+    ("v", False),
+]
+
+
+def test_object_nodes_of_every_shape_answer_as_the_spec_says() -> None:
+    pattern = '{"n": {"k": ["v"]}}'
+    absent = '{"n": {"k": [{"exists": false}]}}'
+    for value, expected in OBJECT_CASES:
+        event = {"n": value}
+        assert match_object(compile_pattern(pattern), event) is expected, value
+        assert FilterSet([pattern]).matches(event) is expected, value
+        walk = match_object(compile_pattern(absent), event)
+        assert FilterSet([absent]).matches(event) is walk, value

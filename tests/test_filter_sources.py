@@ -409,7 +409,7 @@ def test_data_is_decoded_once_per_record_for_all_filters(
     key = "body" if source == "sqs" else "data"
     calls: list[Any] = []
     real = getattr(sources, decoder)
-    monkeypatch.setattr(sources, decoder, lambda data: calls.append(data) or real(data))
+    monkeypatch.setattr(sources, decoder, lambda *args: calls.append(args[0]) or real(*args))
     patterns = [
         json.dumps({key: {"kind": [f"k{n}"]}}) for n in range(4)
     ]  # none matches: every filter is evaluated

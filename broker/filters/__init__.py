@@ -15,6 +15,7 @@ from broker.filters.match import (
     decode_base64_data,
     decode_data,
     load_event,
+    load_event_fast,
     match_object,
 )
 from broker.filters.sources import RecordFilter
@@ -32,6 +33,7 @@ __all__ = [
     "decode_base64_data",
     "decode_data",
     "load_event",
+    "load_event_fast",
     "load_json",
     "match_object",
 ]

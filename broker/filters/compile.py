@@ -103,6 +103,8 @@ class LeafMatcher:
 
     strings: frozenset[str] = frozenset()
     numbers: frozenset[str] = frozenset()  # number token texts
+    # A literal number rule (plain or in ``anything-but``): events must keep number text.
+    reads_number_text: bool = False
     match_true: bool = False
     match_false: bool = False
     match_null: bool = False
@@ -188,6 +190,7 @@ def _compile_leaf(rules: list[Any]) -> LeafMatcher:
             _invalid()  # nested arrays
     leaf.strings = frozenset(strings)
     leaf.numbers = frozenset(numbers)
+    leaf.reads_number_text = leaf.reads_number_text or bool(numbers)
     if strings:
         leaf.string_rules.append(("in", leaf.strings))
     leaf.test = _scalar_test(leaf)
@@ -238,6 +241,9 @@ def _compile_rule(rule: dict[str, Any], leaf: LeafMatcher) -> None:
         else:
             leaf.exists_false = True
     elif op == "anything-but":
+        listed = arg if isinstance(arg, list) else [arg]
+        if any(isinstance(item, JsonNumber) for item in listed):
+            leaf.reads_number_text = True
         predicate, string_rule = _anything_but(arg)
         leaf.predicates.append(predicate)
         leaf.string_rules.append(string_rule)

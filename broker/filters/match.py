@@ -8,11 +8,13 @@ pattern once and then only walks the matcher tree.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
+from binascii import a2b_base64
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
+
+import orjson
 
 from broker.errors import InvalidParameterValueError
 from broker.filters.codegen import generate_matcher
@@ -33,6 +35,7 @@ __all__ = [
     "decode_data",
     "iter_scalars",
     "load_event",
+    "load_event_fast",
     "match_object",
 ]
 
@@ -106,12 +109,28 @@ def _match_leaf(leaf: LeafMatcher, value: Any) -> bool:
 def load_event(text: str | bytes) -> Any:
     """Parse an event document for matching. Integers become ``int`` (their JSON text is
     ``str(int)``, except that ``-0`` reads as ``0``); other numbers keep their token text.
-    Duplicate keys keep the last value, as ``json`` always does."""
+    Duplicate keys keep the last value. ``NaN`` and ``Infinity`` are not JSON: rejected."""
     return _EVENT_DECODER.decode(text if isinstance(text, str) else text.decode())
 
 
+def load_event_fast(text: str | bytes) -> Any:
+    """:func:`load_event` for filters without literal number rules, about three times as
+    fast: non-integers become ``float`` (numeric rules read a float as its shortest repr,
+    so they answer alike). Whatever orjson refuses (integers beyond 64 bits, ``1e400``,
+    lone surrogates) is read by :func:`load_event`, which decides."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return load_event(text)
+
+
+def _reject_constant(token: str) -> NoReturn:
+    raise ValueError(f"{token} is not JSON")
+
+
 # Built once: ``json.loads`` with any keyword argument builds a decoder on every call.
-_EVENT_DECODER = json.JSONDecoder(parse_float=JsonNumber)
+_EVENT_DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_constant=_reject_constant)
+Loads = Callable[[str | bytes], Any]
 
 
 def iter_scalars(values: Iterable[Any]) -> Iterable[Any]:
@@ -123,24 +142,23 @@ def iter_scalars(values: Iterable[Any]) -> Iterable[Any]:
             yield item
 
 
-def decode_data(text: str) -> Any:
+def decode_data(text: str, loads: Loads = load_event) -> Any:
     """A text data field as filters see it: parsed JSON when it is an object or array, else
     the raw string (§10.4: only JSON objects/arrays are matched as JSON)."""
     stripped = text.lstrip()
     if not stripped or stripped[0] not in "{[":
         return text
     try:
-        return load_event(text)
+        return loads(text)
     except ValueError:
         return text
 
 
-def decode_base64_data(data: str) -> Any:
+def decode_base64_data(data: str, loads: Loads = load_event) -> Any:
     """Kinesis ``data``: base64, then JSON. Non-JSON yields ``UNDECODABLE``, so a data
     pattern never matches it (§10.4: the record is dropped)."""
     try:
-        raw = base64.b64decode(data, validate=True)
-        return load_event(raw.decode())  # UTF-8 only; str parses faster than bytes
+        return loads(a2b_base64(data, strict_mode=True))  # JSON is UTF-8 only
     except (binascii.Error, ValueError):
         return UNDECODABLE
 
@@ -148,7 +166,7 @@ def decode_base64_data(data: str) -> Any:
 class FilterSet:
     """A mapping's filters: a record passes when any pattern matches; none ⇒ all pass."""
 
-    __slots__ = ("_match_dict", "_matchers", "patterns")
+    __slots__ = ("_match_dict", "_matchers", "loads", "patterns")
 
     def __init__(self, patterns: Sequence[str], *, max_filters: int = DEFAULT_MAX_FILTERS):
         if not 1 <= max_filters <= HARD_MAX_FILTERS:
@@ -159,6 +177,10 @@ class FilterSet:
             )
         self.patterns = tuple(patterns)
         self._matchers = tuple(compile_pattern(pattern) for pattern in patterns)
+        # How events should be parsed for these filters: exact number text only when a
+        # literal number rule compares it.
+        exact = any(_reads_number_text(matcher) for matcher in self._matchers)
+        self.loads: Loads = load_event if exact else load_event_fast
         self._match_dict = generate_matcher(
             self._matchers, leaf_test=leaf_test, object_node=object_node, missing=_MISSING
         )
@@ -172,6 +194,14 @@ class FilterSet:
         if type(document) is dict:
             return self._match_dict(document)
         return any(match_object(matcher, document) for matcher in self._matchers)
+
+
+def _reads_number_text(matcher: ObjectMatcher) -> bool:
+    return (
+        any(leaf.reads_number_text for _, leaf in matcher.leaves)
+        or any(_reads_number_text(sub) for _, sub in matcher.objects)
+        or any(_reads_number_text(b) for group in matcher.or_groups for b in group)
+    )
 
 
 def leaf_test(leaf: LeafMatcher) -> Predicate:
@@ -204,8 +234,21 @@ def object_node(dict_test: Callable[[dict[str, Any]], bool], value: Any) -> bool
         return dict_test(value)
     if value is UNDECODABLE:
         return False
-    if isinstance(value, list):
-        elements = list(_iter_objects(value))
-        if elements:
-            return any(dict_test(element) for element in elements)
+    if type(value) is list:
+        saw_object = False
+        for item in value:
+            item_kind = type(item)
+            if item_kind is dict:
+                if dict_test(item):
+                    return True
+                saw_object = True
+            elif item_kind is list:  # nested arrays: flatten them the long way
+                elements = list(_iter_objects(value))
+                return (
+                    any(dict_test(element) for element in elements)
+                    if elements
+                    else (dict_test(_EMPTY))
+                )
+        if saw_object:
+            return False
     return dict_test(_EMPTY)

@@ -62,6 +62,7 @@ from broker.filters.match import (
     DEFAULT_MAX_FILTERS,
     UNDECODABLE,
     FilterSet,
+    Loads,
     decode_base64_data,
     decode_data,
 )
@@ -82,12 +83,12 @@ _JSON, _TEXT, _NONE = 0, 1, 2  # the forms a decoded text-or-JSON data field tak
 _OR = "$or"
 
 
-def _decode_text(data: Any) -> Any:
+def _decode_text(data: Any, loads: Loads) -> Any:
     """SQS ``body``: parsed JSON when it is an object or array, else the text itself."""
-    return decode_data(data) if isinstance(data, str) else UNDECODABLE
+    return decode_data(data, loads) if isinstance(data, str) else UNDECODABLE
 
 
-def _decode_base64_text(data: Any) -> Any:
+def _decode_base64_text(data: Any, loads: Loads) -> Any:
     """RabbitMQ ``data``: base64, UTF-8, then JSON (object or array) or the plain text."""
     if not isinstance(data, str):
         return UNDECODABLE
@@ -95,19 +96,19 @@ def _decode_base64_text(data: Any) -> Any:
         text = base64.b64decode(data, validate=True).decode()
     except (binascii.Error, ValueError):  # bad base64, non-ASCII input, not UTF-8
         return UNDECODABLE
-    return decode_data(text)
+    return decode_data(text, loads)
 
 
-def _decode_base64_json(data: Any) -> Any:
+def _decode_base64_json(data: Any, loads: Loads) -> Any:
     """Kinesis / Redis Streams ``data``: base64 then JSON; anything else is undecodable."""
-    return decode_base64_data(data) if isinstance(data, str) else UNDECODABLE
+    return decode_base64_data(data, loads) if isinstance(data, str) else UNDECODABLE
 
 
 @dataclass(frozen=True, slots=True)
 class _Source:
     data_key: str
     # What decodes the data field (None: it is already JSON, as DynamoDB's is).
-    decode: Callable[[Any], Any] | None
+    decode: Callable[[Any, Loads], Any] | None
     # SQS and RabbitMQ data is text or JSON: on a kind mismatch, "drop" fails the rules that
     # look at it, "ignore" evaluates the pattern without them. None: data is JSON only.
     mismatch: Literal["drop", "ignore"] | None = None
@@ -148,6 +149,7 @@ class RecordFilter:
         "_document",
         "_fail_key",
         "_filters",
+        "_loads",
         "filtered_out",
         "kept",
         "patterns",
@@ -177,6 +179,7 @@ class RecordFilter:
         keys: set[str] = set().union(*(_top_keys(pattern) for pattern in parsed))
         reads_data = spec.data_key in keys and spec.decode is not None
         self._decode = spec.decode if reads_data else None
+        self._loads = plain.loads  # exact number text only when a literal number rule reads it
         self._document = _document_builder(spec, keys, copy=reads_data)
         self._filters: tuple[FilterSet, ...] = (plain,)
         if reads_data and spec.mismatch is not None:
@@ -221,7 +224,7 @@ class RecordFilter:
         filters = self._filters[0]
         decode = self._decode
         if decode is not None:
-            value = decode(document.get(self._data_key))
+            value = decode(document.get(self._data_key), self._loads)
             document[self._data_key] = value
             if len(self._filters) > 1:
                 form = _NONE if value is UNDECODABLE else _TEXT if type(value) is str else _JSON
