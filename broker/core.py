@@ -47,7 +47,13 @@ from broker.models import LATEST, Envelope, FunctionConfig, InvokeResult
 from broker.payloads import SYNC_PAYLOAD_LIMIT_BYTES, Payload, payload_text
 from broker.queue import AsyncQueue
 from broker.settings import FunctionSpec, Settings
-from broker.wiring import default_destinations, default_invokers, default_source_check
+from broker.wiring import (
+    PollerManagerLike,
+    default_destinations,
+    default_invokers,
+    default_poller_manager,
+    default_source_check,
+)
 
 log = structlog.get_logger("sluice.broker")
 
@@ -138,6 +144,7 @@ class Broker:
             ),
         )
         self._dispatch = dispatch
+        self.pollers: PollerManagerLike | None = None
         self._batcher = EnqueueBatcher(self._store)
         self._background: list[asyncio.Task[None]] = []
         self._started = False
@@ -160,6 +167,9 @@ class Broker:
         if self._dispatch:
             await self.dispatcher.start()
             self._background.append(asyncio.create_task(self._listen_for_wakes()))
+            if self.settings.run_pollers:
+                self.pollers = default_poller_manager(self)
+                await self.pollers.start()
         if isinstance(self.clock, RedisClock):
             self._background.append(asyncio.create_task(self._calibrate_clock()))
         self._started = True
@@ -170,8 +180,11 @@ class Broker:
         if not self._started:
             return
         self._started = False
+        timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        if self.pollers is not None:
+            await self.pollers.stop(timeout)  # their batches in hand finish first
+            self.pollers = None
         if self._dispatch:
-            timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
             await self.dispatcher.stop(timeout)
         for task in self._background:
             task.cancel()

@@ -32,6 +32,11 @@ key                                type    contents and lifetime
                                            the one-mapping-per-pair index (same lifetime)
 ``P:{esm}:transitions``            zset    UUIDs in a transitional state (Creating,
                                            Updating, Deleting...), score = settle time ms
+``P:{esm}:lease:UUID``             string  token of the ``serve`` process polling mapping
+                                           UUID (expires unless renewed)
+``P:{esm}:pollers``                zset    live poller managers: token -> expiry ms
+``P:{esm}:stats:UUID``             hash    a mapping's counters (polled, filtered_out,
+                                           invoked, failed, deleted ...); until deleted
 ``NAME``                           stream  a ``redis-stream:NAME`` destination (user's key,
                                            no prefix; capped by MAXLEN)
 =================================  ======  ==================================================
@@ -124,6 +129,19 @@ class Keys:
     def mapping_pairs(self) -> str:
         """Hash: JSON ``[EventSourceArn, FunctionArn]`` -> UUID (duplicate detection)."""
         return f"{self.prefix}:{{esm}}:pairs"
+
+    def mapping_lease(self, uuid: str) -> str:
+        """String: the lease token of the process polling mapping ``uuid``."""
+        return f"{self.prefix}:{{esm}}:lease:{uuid}"
+
+    @property
+    def poller_members(self) -> str:
+        """Zset: poller managers that are alive, scored by heartbeat expiry in ms."""
+        return f"{self.prefix}:{{esm}}:pollers"
+
+    def mapping_stats(self, uuid: str) -> str:
+        """Hash: a mapping's counters."""
+        return f"{self.prefix}:{{esm}}:stats:{uuid}"
 
     @property
     def mapping_transitions(self) -> str:

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=defaults.DRAIN_TIMEOUT_S, ge=0)
 
     check_event_sources: bool = True  # ask AWS that a mapping's queue or stream exists
+    run_pollers: bool = True  # poll the event sources of enabled mappings (serve, dispatching)
+    poller_refresh_s: float = Field(default=1.0, gt=0)  # how soon mapping changes apply
+    poller_lease_ttl_s: float = Field(default=10.0, gt=0)  # a dead process's mappings move
+    sqs_wait_time_s: int = Field(default=2, ge=0, le=20)  # long-poll wait per ReceiveMessage
+    sqs_default_concurrency: int = Field(default=5, ge=1)  # without ScalingConfig
     strict: bool = False
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol
+
 from broker.destination import DestinationFactory
 from broker.functions import FunctionStore
 from broker.invokers.base import InvokerRegistry
@@ -10,6 +12,14 @@ from broker.invokers.lambda_ import LambdaInvoker
 from broker.invokers.python import PythonInvoker
 from broker.mappings import SourceCheck
 from broker.models import LATEST
+
+if TYPE_CHECKING:
+    from broker.core import Broker
+
+
+class PollerManagerLike(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self, timeout_s: float = 30.0) -> None: ...
 
 
 def default_invokers(worker_processes: int = 0, region: str = "us-east-1") -> InvokerRegistry:
@@ -40,3 +50,20 @@ def default_source_check(region: str, store: FunctionStore) -> SourceCheck:
         return config.effective(config.resolve(qualifier or LATEST) or LATEST)[1]
 
     return AwsSourceCheck(region, function_timeout)
+
+
+def default_poller_manager(broker: Broker) -> PollerManagerLike:
+    """The ``pollers`` package's manager for ``broker``, with its settings."""
+    from pollers.core import PollerSettings  # resolved here, never by the core modules
+    from pollers.manager import PollerManager
+
+    settings = broker.settings
+    return PollerManager(
+        broker,
+        PollerSettings(
+            sqs_wait_time_s=settings.sqs_wait_time_s,
+            sqs_default_concurrency=settings.sqs_default_concurrency,
+            refresh_s=settings.poller_refresh_s,
+            lease_ttl_s=settings.poller_lease_ttl_s,
+        ),
+    )

@@ -88,6 +88,7 @@ def settings_for_tests(**overrides: Any) -> Settings:
         "poll_interval_s": 0.05,
         "delivery_backoff_s": 0.01,
         "drain_timeout_s": 5.0,
+        "run_pollers": False,  # tests of pollers turn them on
     }
     values.update(overrides)
     return Settings(**values)

@@ -1,0 +1,146 @@
+"""What every poller shares (spec §8): batches bounded by size, window and payload bytes;
+the synchronous invocation of the mapping's function; counters and LastProcessingResult.
+
+A poller gets a :class:`MappingRuntime` for the mapping it serves and never touches the
+broker's internals: it asks the runtime to filter, invoke, count and report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from broker.errors import ApiError
+from broker.filters import HARD_MAX_FILTERS, RecordFilter
+from broker.mappings.model import EventSourceMapping
+from broker.models import InvokeResult
+from broker.payloads import SYNC_PAYLOAD_LIMIT_BYTES
+
+if TYPE_CHECKING:
+    from broker.core import Broker
+
+__all__ = [
+    "NO_RECORDS",
+    "OK",
+    "BatchBuffer",
+    "MappingRuntime",
+    "PollerSettings",
+    "record_size",
+]
+
+log = structlog.get_logger("sluice.pollers")
+
+OK = "OK"
+NO_RECORDS = "No records processed"
+FUNCTION_CALL_FAILED = "PROBLEM: Function call failed"
+_ENVELOPE_BYTES = len(b'{"Records": []}')
+
+
+@dataclass(frozen=True)
+class PollerSettings:
+    """Timing and sizing of pollers; every duration is a setting so tests never wait long."""
+
+    # Long-poll wait of one ReceiveMessage (AWS waits up to 20 s). Shorter keeps disable,
+    # delete and shutdown prompt: a poller notices between receives.
+    sqs_wait_time_s: int = 2
+    # Concurrent receive-invoke loops per SQS mapping without ScalingConfig (AWS starts at 5).
+    sqs_default_concurrency: int = 5
+    # Back-off while the function is throttled (429 or no concurrency left), doubling.
+    throttle_backoff_s: float = 0.2
+    throttle_backoff_max_s: float = 5.0
+    # How often the manager looks for new, changed and deleted mappings, and renews leases.
+    refresh_s: float = 1.0
+    lease_ttl_s: float = 10.0
+
+
+def record_size(record: dict[str, Any]) -> int:
+    """Bytes a record adds to an invocation payload (its JSON plus a separator)."""
+    return len(json.dumps(record).encode()) + 2
+
+
+@dataclass
+class BatchBuffer:
+    """Records waiting for one invocation. Full at ``batch_size`` records or when the next
+    record would push the payload past the 6 MB synchronous limit (it starts the next one)."""
+
+    batch_size: int
+    limit_bytes: int = SYNC_PAYLOAD_LIMIT_BYTES
+    records: list[dict[str, Any]] = field(default_factory=list)
+    size_bytes: int = _ENVELOPE_BYTES
+
+    def fits(self, size: int) -> bool:
+        """Can a record of ``size`` bytes join? (Always, when the buffer is empty.)"""
+        return not self.records or (
+            len(self.records) < self.batch_size and self.size_bytes + size <= self.limit_bytes
+        )
+
+    def add(self, record: dict[str, Any], size: int) -> None:
+        self.records.append(record)
+        self.size_bytes += size
+
+    @property
+    def full(self) -> bool:
+        return len(self.records) >= self.batch_size
+
+    def take(self) -> list[dict[str, Any]]:
+        records, self.records, self.size_bytes = self.records, [], _ENVELOPE_BYTES
+        return records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class MappingRuntime:
+    """One mapping as its poller sees it: the filters, the function call, the counters and
+    ``LastProcessingResult`` (written only when it changes)."""
+
+    def __init__(self, broker: Broker, mapping: EventSourceMapping) -> None:
+        self.broker = broker
+        self.mapping = mapping
+        self.filter = RecordFilter(
+            mapping.filter_patterns, mapping.source_kind, max_filters=HARD_MAX_FILTERS
+        )
+        self._stats_key = broker.keys.mapping_stats(mapping.uuid)
+        self._last_result = mapping.last_processing_result
+        self.log = log.bind(esm=mapping.uuid, function=mapping.function_name)
+
+    async def invoke(self, records: Sequence[dict[str, Any]]) -> InvokeResult:
+        """Invoke the function synchronously with ``{"Records": records}``. A missing
+        function or version is a ``system_error`` result (spec §7.4: a pre-invocation error)."""
+        payload = json.dumps({"Records": list(records)})
+        try:
+            result = await self.broker.invoke(self.mapping.function_ref, payload)
+        except ApiError as exc:
+            result = InvokeResult(outcome="system_error", error_message=exc.message)
+        await self.count(invoked=1, invoked_records=len(records))
+        if result.outcome != "success":
+            await self.count(failed=1)
+        return result
+
+    async def count(self, **counters: int) -> None:
+        fields = {name: value for name, value in counters.items() if value}
+        if not fields:
+            return
+        async with self.broker.redis.pipeline(transaction=False) as pipe:
+            for name, value in fields.items():
+                pipe.hincrby(self._stats_key, name, value)
+            await pipe.execute()
+
+    async def report(self, result: str) -> None:
+        """Set ``LastProcessingResult`` (one write per change, not per batch)."""
+        if result == self._last_result:
+            return
+        self._last_result = result
+        await self.broker.mappings.record_processing_result(self.mapping.uuid, result)
+
+    async def stats(self) -> dict[str, int]:
+        raw = await self.broker.redis.hgetall(self._stats_key)
+        return {_text(k): int(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
