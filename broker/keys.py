@@ -38,7 +38,11 @@ key                                type    contents and lifetime
 ``P:{esm}:stats:UUID``             hash    a mapping's counters (polled, filtered_out,
                                            invoked, failed, deleted ...); until deleted
 ``NAME``                           stream  a ``redis-stream:NAME`` destination (user's key,
-                                           no prefix; capped by MAXLEN)
+                                           no prefix; capped by MAXLEN), or source (read
+                                           only; never trimmed by Sluice)
+``P:{esm}:checkpoint:UUID``        hash    a stream mapping's checkpoints: shard id -> the
+                                           sequence number reading resumes after; kept
+                                           while the mapping is disabled
 =================================  ======  ==================================================
 """
 
@@ -147,3 +151,7 @@ class Keys:
     def mapping_transitions(self) -> str:
         """Zset: UUIDs of mappings in a transitional state, scored by settle time in ms."""
         return f"{self.prefix}:{{esm}}:transitions"
+
+    def mapping_checkpoint(self, uuid: str) -> str:
+        """Hash: shard id -> sequence number a stream mapping resumes after."""
+        return f"{self.prefix}:{{esm}}:checkpoint:{uuid}"

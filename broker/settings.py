@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     poller_lease_ttl_s: float = Field(default=10.0, gt=0)  # a dead process's mappings move
     sqs_wait_time_s: int = Field(default=2, ge=0, le=20)  # long-poll wait per ReceiveMessage
     sqs_default_concurrency: int = Field(default=5, ge=1)  # without ScalingConfig
+    stream_read_block_s: float = Field(default=1.0, gt=0)  # XREAD BLOCK of stream sources
+    stream_retry_backoff_s: float = Field(default=1.0, ge=0)  # first retry of a failed batch
+    stream_retry_backoff_max_s: float = Field(default=60.0, ge=0)  # retries double up to this
     strict: bool = False
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"

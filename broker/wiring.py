@@ -65,5 +65,8 @@ def default_poller_manager(broker: Broker) -> PollerManagerLike:
             sqs_default_concurrency=settings.sqs_default_concurrency,
             refresh_s=settings.poller_refresh_s,
             lease_ttl_s=settings.poller_lease_ttl_s,
+            stream_read_block_s=settings.stream_read_block_s,
+            stream_retry_backoff_s=settings.stream_retry_backoff_s,
+            stream_retry_backoff_max_s=settings.stream_retry_backoff_max_s,
         ),
     )

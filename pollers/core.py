@@ -55,6 +55,11 @@ class PollerSettings:
     # How often the manager looks for new, changed and deleted mappings, and renews leases.
     refresh_s: float = 1.0
     lease_ttl_s: float = 10.0
+    # Stream sources: the longest wait of one blocking read (stop is noticed between reads),
+    # and the back-off before retrying a failed batch: doubling from base to max (§9.2 (D)).
+    stream_read_block_s: float = 1.0
+    stream_retry_backoff_s: float = 1.0
+    stream_retry_backoff_max_s: float = 60.0
 
 
 def record_size(record: dict[str, Any]) -> int:

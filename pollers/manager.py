@@ -65,9 +65,13 @@ PollerFactory = Callable[[MappingRuntime, PollerSettings, ThreadPoolExecutor], P
 
 
 def default_poller_factories() -> dict[SourceKind, PollerFactory]:
+    from pollers.redis_streams import RedisStreamPoller
     from pollers.sqs import SqsPoller
 
-    return {SourceKind.SQS: SqsPoller}
+    return {
+        SourceKind.SQS: SqsPoller,
+        SourceKind.REDIS_STREAM: RedisStreamPoller,
+    }
 
 
 @dataclass

@@ -1,0 +1,546 @@
+"""The stream core every stream source shares (spec §8, §9.2): batches of ordered records
+from ONE shard, retries with back-off, bisect on function error, partial batch responses,
+record age, the on-failure record and the checkpoint.
+
+A source brings a :class:`ShardReader` (where reading starts and the next records, already
+in Lambda's record shape) and a :class:`ShardInfo`; :class:`ShardConsumer` does the rest.
+"What happens next?" is answered by pure functions tested with tables (:func:`classify`,
+:func:`decide`, :func:`expired_count`, :func:`failure_index`, :func:`retry_delay_s`,
+:func:`on_failure_record`); the consumer applies their answers to Redis and the function.
+
+Checkpoints (``P:{esm}:checkpoint:UUID``, shard id -> sequence number) move after every
+fully handled batch or part of one: invoked with success, filtered out, or sent on failure.
+Reading resumes after the checkpoint, so a restart re-delivers at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from broker.dead_letters import dead_letter_entry
+from broker.destination import scheme_of
+from broker.errors import ApiError, SluiceError
+from broker.mappings.model import EventSourceMapping
+from broker.models import InvokeResult
+from broker.queue import OutboxDone
+from broker.records import iso_ms, parse_body
+from pollers.core import (
+    FUNCTION_CALL_FAILED,
+    OK,
+    BatchBuffer,
+    MappingRuntime,
+    PollerSettings,
+    record_size,
+)
+
+__all__ = [
+    "INVALID",
+    "RECORD_AGE_EXCEEDED",
+    "RETRY_ATTEMPTS_EXHAUSTED",
+    "Decision",
+    "Outcome",
+    "ShardConsumer",
+    "ShardInfo",
+    "ShardReader",
+    "StreamPolicy",
+    "StreamReadError",
+    "StreamRecord",
+    "classify",
+    "decide",
+    "expired_count",
+    "failure_index",
+    "on_failure_record",
+    "retry_delay_s",
+]
+
+RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
+RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
+INVALID = -1  # failure_index: the response is invalid, the whole batch failed
+REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+
+
+class StreamReadError(SluiceError):
+    """A shard could not be read (the source is down, the stream is gone); retried."""
+
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    sequence: str  # what ``itemIdentifier`` names and checkpoints store
+    arrival_s: float  # approximate arrival, epoch seconds: record age is measured from it
+    record: dict[str, Any]  # the record as Lambda delivers it
+
+
+class ShardReader(Protocol):
+    """Reads one shard forward; the consumer keeps what it must retry in memory."""
+
+    async def seek(self, checkpoint: str | None) -> str | None:
+        """Read next after ``checkpoint``, or from the StartingPosition when None; returns a
+        position to store as the first checkpoint (LATEST pinned to the current end)."""
+        ...
+
+    async def read(self, limit: int, wait_s: float) -> list[StreamRecord]:
+        """Up to ``limit`` next records, waiting at most ``wait_s`` for the first; raises
+        :class:`StreamReadError`."""
+        ...
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What the on-failure record says about the shard (``…BatchInfo``)."""
+
+    stream_arn: str
+    shard_id: str
+    batch_info_key: str  # KinesisBatchInfo, DDBStreamBatchInfo, RedisStreamBatchInfo
+    arrival_text: Callable[[float], str] = iso_ms  # DynamoDB: whole seconds
+
+
+@dataclass(frozen=True)
+class StreamPolicy:
+    """A mapping's stream settings, as the decisions read them."""
+
+    batch_size: int = 100
+    window_s: float = 0.0
+    max_retry_attempts: int = -1  # -1: until the records expire
+    max_record_age_s: int = -1  # -1: never too old
+    bisect: bool = False
+    report_item_failures: bool = False
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 60.0
+
+    @classmethod
+    def of(cls, mapping: EventSourceMapping, settings: PollerSettings) -> StreamPolicy:
+        def given(value: int | None) -> int:
+            return -1 if value is None else value
+
+        return cls(
+            batch_size=mapping.batch_size,
+            window_s=float(mapping.maximum_batching_window_in_seconds or 0),
+            max_retry_attempts=given(mapping.maximum_retry_attempts),
+            max_record_age_s=given(mapping.maximum_record_age_in_seconds),
+            bisect=bool(mapping.bisect_batch_on_function_error),
+            report_item_failures=REPORT_BATCH_ITEM_FAILURES
+            in (mapping.function_response_types or []),
+            retry_backoff_s=settings.stream_retry_backoff_s,
+            retry_backoff_max_s=settings.stream_retry_backoff_max_s,
+        )
+
+
+# -- pure decisions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One invocation of a batch, reduced: ``rejected`` is a throttle or system error (no
+    invocation happened); ``partial`` names the first failed record's index."""
+
+    kind: Literal["success", "partial", "failed", "rejected"]
+    failed_from: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a batch: ``done`` leading records are handled (checkpoint after
+    them); ``attempts`` is the batch's count of failed attempts from now on."""
+
+    action: Literal["checkpoint", "retry", "bisect", "discard", "wait"]
+    done: int = 0
+    attempts: int = 0
+
+
+def failure_index(payload: str | None, sequences: Sequence[str]) -> int | None:
+    """Index of the lowest record a ``ReportBatchItemFailures`` response names (records are
+    in sequence order); None for complete success; :data:`INVALID` when invalid (spec §9.2:
+    an empty, null or unknown ``itemIdentifier`` or a wrong key fail the whole batch)."""
+    if payload is None or not payload.strip():
+        return None
+    try:
+        response = json.loads(payload)
+    except ValueError:
+        return INVALID
+    if response in (None, "", [], {}):
+        return None
+    if not isinstance(response, dict) or "batchItemFailures" not in response:
+        return INVALID
+    failures = response["batchItemFailures"]
+    if failures is None or failures == []:
+        return None
+    if not isinstance(failures, list):
+        return INVALID
+    positions = {sequence: index for index, sequence in enumerate(sequences)}
+    lowest = len(sequences)
+    for item in failures:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not isinstance(identifier, str) or identifier not in positions:
+            return INVALID
+        lowest = min(lowest, positions[identifier])
+    return lowest
+
+
+def classify(result: InvokeResult, sequences: Sequence[str], report_item_failures: bool) -> Outcome:
+    if result.outcome in ("throttle", "system_error"):
+        return Outcome("rejected")
+    if result.outcome != "success":
+        return Outcome("failed")
+    if not report_item_failures:
+        return Outcome("success")
+    index = failure_index(result.payload, sequences)
+    if index is None:
+        return Outcome("success")
+    if index == INVALID:
+        return Outcome("failed")
+    return Outcome("partial", index)
+
+
+def decide(outcome: Outcome, size: int, attempts: int, policy: StreamPolicy) -> Decision:
+    """Spec §9.2: retry until success or ``MaximumRetryAttempts`` retries have failed (the
+    first attempt is not a retry); bisecting does not use up retries, and a batch of one
+    cannot be split; a partial failure checkpoints what succeeded and counts as a failed
+    attempt; throttles and system errors wait without counting."""
+    if outcome.kind == "success":
+        return Decision("checkpoint", size, attempts)
+    if outcome.kind == "rejected":
+        return Decision("wait", 0, attempts)
+    if outcome.kind == "failed" and policy.bisect and size > 1:
+        return Decision("bisect", 0, attempts)
+    done = outcome.failed_from if outcome.kind == "partial" else 0
+    failed = attempts + 1
+    if 0 <= policy.max_retry_attempts < failed:
+        return Decision("discard", done, failed)
+    return Decision("retry", done, failed)
+
+
+def expired_count(arrivals: Sequence[float], now: float, max_age_s: int) -> int:
+    """How many leading records are older than ``MaximumRecordAgeInSeconds`` (-1: none)."""
+    if max_age_s < 0:
+        return 0
+    count = 0
+    for arrival in arrivals:
+        if now - arrival <= max_age_s:
+            break
+        count += 1
+    return count
+
+
+def retry_delay_s(attempts: int, base_s: float, max_s: float) -> float:
+    """Wait before retry number ``attempts`` (1, 2, ...): ``base`` doubling up to ``max``."""
+    return float(min(max_s, base_s * 2.0 ** max(0, attempts - 1)))
+
+
+def on_failure_record(
+    *,
+    shard: ShardInfo,
+    records: Sequence[StreamRecord],
+    condition: str,
+    request_id: str,
+    function_arn: str,
+    invoke_count: int,
+    last: InvokeResult | None,
+    now: float,
+) -> dict[str, Any]:
+    """The record describing a discarded batch, in Kinesis' shape and key order (§9.2);
+    ``responseContext`` only for ``RetryAttemptsExhausted``."""
+    record: dict[str, Any] = {
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invoke_count,
+        }
+    }
+    if condition == RETRY_ATTEMPTS_EXHAUSTED and last is not None:
+        record["responseContext"] = {
+            "statusCode": last.status_code,
+            "executedVersion": last.executed_version or "$LATEST",
+            "functionError": last.function_error,
+        }
+    record["version"] = "1.0"
+    record["timestamp"] = iso_ms(now)
+    record[shard.batch_info_key] = {
+        "shardId": shard.shard_id,
+        "startSequenceNumber": records[0].sequence,
+        "endSequenceNumber": records[-1].sequence,
+        "approximateArrivalOfFirstRecord": shard.arrival_text(records[0].arrival_s),
+        "approximateArrivalOfLastRecord": shard.arrival_text(records[-1].arrival_s),
+        "batchSize": len(records),
+        "streamArn": shard.stream_arn,
+    }
+    return record
+
+
+# -- the consumer ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    """Records handled together, and what their invocations so far produced. ``through``:
+    the checkpoint once all are handled (past filtered-out records read with them)."""
+
+    records: list[StreamRecord]
+    through: str
+    attempts: int = 0  # failed attempts counted against MaximumRetryAttempts
+    invokes: int = 0  # invocations of this batch (approximateInvokeCount)
+    rejections: int = 0  # throttles and system errors in a row
+    last: InvokeResult | None = None
+    request_id: str = ""
+
+    def halves(self) -> tuple[_Batch, _Batch]:
+        middle = len(self.records) // 2
+        first, second = self.records[:middle], self.records[middle:]
+        return (
+            _Batch(first, first[-1].sequence, self.attempts),
+            _Batch(second, self.through, self.attempts),
+        )
+
+
+class ShardConsumer:
+    """Reads one shard for one mapping and hands its records to the function, in order,
+    until :meth:`stop`; the invocation in hand finishes, a pending retry does not wait."""
+
+    def __init__(
+        self,
+        runtime: MappingRuntime,
+        settings: PollerSettings,
+        reader: ShardReader,
+        shard: ShardInfo,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.reader = reader
+        self.shard = shard
+        self.stopping = asyncio.Event()
+        self.mapping = runtime.mapping
+        self.broker = runtime.broker
+        self.policy = StreamPolicy.of(self.mapping, settings)
+        self._checkpoint_key = self.broker.keys.mapping_checkpoint(self.mapping.uuid)
+        self._carry: deque[tuple[StreamRecord, bool]] = deque()  # read, not yet batched
+        self.log = self.runtime.log.bind(stream=self.shard.stream_arn, shard=self.shard.shard_id)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self._consume()
+            except Exception as exc:  # Redis restarting, the source gone: start over
+                self.log.warning("stream_poll_failed", error=repr(exc))
+                await self.runtime.report(f"PROBLEM: Error occurred while reading: {exc}")
+                await self._sleep(self.settings.throttle_backoff_max_s)
+
+    async def checkpoint(self) -> str | None:
+        raw = await self.broker.redis.hget(self._checkpoint_key, self.shard.shard_id)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def _save(self, sequence: str) -> None:
+        await self.broker.redis.hset(self._checkpoint_key, self.shard.shard_id, sequence)
+
+    async def _consume(self) -> None:
+        self._carry.clear()
+        checkpoint = await self.checkpoint()
+        start = await self.reader.seek(checkpoint)
+        if checkpoint is None and start is not None:
+            await self._save(start)
+        while not self.stopping.is_set():
+            batch = await self._collect()
+            if batch is not None:
+                await self._handle(batch)
+
+    async def _collect(self) -> _Batch | None:
+        """One batch (§8): ``BatchSize`` records, the window, or 6 MB; filtered-out records
+        only move ``through``. None for an empty poll."""
+        buffer = BatchBuffer(self.policy.batch_size)
+        taken: list[StreamRecord] = []
+        through: str | None = None
+        deadline = time.monotonic() + self.policy.window_s
+        read_once = False
+        while not self.stopping.is_set():
+            while self._carry:
+                record, kept = self._carry[0]
+                if kept:
+                    size = record_size(record.record)
+                    if not buffer.fits(size):
+                        break  # it starts the next batch
+                    buffer.add(record.record, size)
+                    taken.append(record)
+                self._carry.popleft()
+                through = record.sequence
+            if self._carry or buffer.full:
+                break
+            left = deadline - time.monotonic()
+            if read_once and left <= 0:
+                break
+            wait = self.settings.stream_read_block_s
+            records = await self.reader.read(
+                self.policy.batch_size - len(taken), wait if left <= 0 else min(left, wait)
+            )
+            read_once = True
+            if records:
+                passed = [self.runtime.filter.keep(r.record) for r in records]
+                self._carry.extend(zip(records, passed, strict=True))
+                await self.runtime.count(polled=len(records), filtered_out=passed.count(False))
+        return None if through is None else _Batch(taken, through)
+
+    async def _handle(self, batch: _Batch) -> None:
+        work = deque([batch])
+        while work and not self.stopping.is_set():
+            item = work[0]
+            await self._drop_expired(item)
+            if not item.records:  # all filtered out, or all too old
+                await self._save(item.through)
+                work.popleft()
+                continue
+            sequences = [r.sequence for r in item.records]
+            result = await self._invoke(item)
+            decision = decide(
+                classify(result, sequences, self.policy.report_item_failures),
+                len(item.records),
+                item.attempts,
+                self.policy,
+            )
+            if decision.action == "checkpoint":
+                await self._save(item.through)
+                await self.runtime.report(OK)
+                work.popleft()
+                continue
+            if decision.action == "wait":  # throttled: back off, no retry used up
+                await self.runtime.count(throttled=1)
+                item.rejections += 1
+                low, high = self.settings.throttle_backoff_s, self.settings.throttle_backoff_max_s
+                await self._sleep(retry_delay_s(item.rejections, low, high))
+                continue
+            await self.runtime.report(FUNCTION_CALL_FAILED)
+            if decision.action == "bisect":
+                self.log.info("stream_batch_bisected", records=len(item.records))
+                await self.runtime.count(bisected=1)
+                work.popleft()
+                work.extendleft(reversed(item.halves()))
+                continue
+            if decision.done:
+                await self._save(item.records[decision.done - 1].sequence)
+                item.records = item.records[decision.done :]
+            item.attempts = decision.attempts
+            await self.runtime.count(failed_records=len(item.records))
+            if decision.action == "discard":
+                await self._on_failure(item, item.records, RETRY_ATTEMPTS_EXHAUSTED)
+                await self._save(item.through)
+                work.popleft()
+                continue
+            self.log.info("retry_scheduled", records=len(item.records), attempt=item.attempts)
+            await self.runtime.count(retried=1)
+            low, high = self.policy.retry_backoff_s, self.policy.retry_backoff_max_s
+            await self._sleep(retry_delay_s(item.attempts, low, high))
+
+    async def _drop_expired(self, item: _Batch) -> None:
+        """Records older than ``MaximumRecordAgeInSeconds`` go on failure first (§9.2)."""
+        records = item.records
+        now = self.broker.clock.now()
+        count = expired_count([r.arrival_s for r in records], now, self.policy.max_record_age_s)
+        if not count:
+            return
+        await self._on_failure(item, records[:count], RECORD_AGE_EXCEEDED)
+        item.records = records[count:]
+        if item.records:
+            await self._save(records[count - 1].sequence)
+
+    async def _invoke(self, item: _Batch) -> InvokeResult:
+        """Invoke synchronously with a request id of our own: the on-failure record names
+        the last invocation's (``MappingRuntime.invoke`` does not expose it)."""
+        request_id = str(uuid.uuid4())
+        payload = json.dumps({"Records": [r.record for r in item.records]})
+        try:
+            result = await self.broker.invoke(
+                self.mapping.function_ref, payload, request_id=request_id
+            )
+        except ApiError as exc:  # the function or version is gone: a pre-invocation error
+            result = InvokeResult(outcome="system_error", error_message=exc.message)
+        executed = result.outcome in ("success", "function_error")
+        await self.runtime.count(
+            invoked=int(executed),
+            invoked_records=len(item.records) if executed else 0,
+            failed=int(result.outcome != "success"),
+        )
+        if executed:
+            item.invokes += 1
+            item.rejections = 0
+            item.last, item.request_id = result, request_id
+        return result
+
+    async def _on_failure(self, item: _Batch, records: list[StreamRecord], condition: str) -> None:
+        """Keep the discarded records in the dead-letter store (``stream_batch_failed``),
+        then send the on-failure record; a failed delivery leaves the entry, nothing more."""
+        now = self.broker.clock.now()
+        mapping, target = self.mapping, self.mapping.on_failure_destination
+        request_id = item.request_id or str(uuid.uuid4())
+        record = on_failure_record(
+            shard=self.shard,
+            records=records,
+            condition=condition,
+            request_id=request_id,
+            function_arn=mapping.function_arn,
+            invoke_count=max(item.invokes, 1),
+            last=item.last,
+            now=now,
+        )
+        event = json.dumps({"Records": [r.record for r in records]})
+        if target and scheme_of(target) == "s3":
+            record["payload"] = event  # S3 only: the whole event as a string (§9.2)
+        start, end = records[0].sequence, records[-1].sequence
+        entry = json.loads(
+            dead_letter_entry(
+                kind="stream_batch_failed",
+                entry_id=f"{mapping.uuid}/{self.shard.shard_id}/{start}/{end}",
+                function=mapping.function_name,
+                request_id=request_id,
+                condition=condition,
+                record=record,
+                payload=event,
+                attempts=item.invokes,
+                errors=[] if item.last is None else [parse_body(item.last.payload)],
+                at=iso_ms(now),
+                target=target,
+            )
+        )
+        entry["source"] = {  # what a replay needs besides the event itself
+            "eventSourceArn": self.shard.stream_arn,
+            "mappingUuid": mapping.uuid,
+            "shardId": self.shard.shard_id,
+            "startSequenceNumber": start,
+            "endSequenceNumber": end,
+        }
+        await self._keep(entry, now)
+        self.log.info("stream_batch_discarded", condition=condition, records=len(records))
+        await self.runtime.count(on_failure_records=len(records))
+        if not target:
+            return
+        # The deliverer's retries (tenacity, Retry-After) for one entry shaped like this.
+        if not await self.broker.deliverer.redeliver(mapping.function_name, [entry]):
+            self.log.warning("on_failure_delivery_failed", target=target, records=len(records))
+            await self.runtime.count(on_failure_delivery_failed=1)
+            entry["errors"].append(f"OnFailure delivery to {target} failed after retries")
+            entry["delivery"] = {"kind": "record", "errorCode": 200, "errorMessage": ""}
+            await self._keep(entry, now)
+
+    async def _keep(self, entry: dict[str, Any], now: float) -> None:
+        settings = self.broker.settings
+        await self.broker.queue.outbox_done(
+            self.mapping.function_name,
+            now,
+            [OutboxDone("", entry["id"], json.dumps(entry))],
+            {},
+            dead_max_age_s=settings.dead_letter_max_age_s,
+            dead_max_count=settings.dead_letter_max_count,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
