@@ -141,7 +141,9 @@ class PollerManager:
     async def refresh(self) -> None:
         """One round: heartbeat, stop what must stop, renew, take a fair share."""
         redis, keys = self.broker.redis, self.broker.keys
-        now_ms = int(self.broker.clock.now() * 1000)
+        # Leases expire in Redis's own time (PX), so heartbeats are scored in it too.
+        seconds, micros = await redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
         ttl_ms = int(self.settings.lease_ttl_s * 1000)
         async with redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.poller_members, {self.token: now_ms + ttl_ms})
@@ -156,8 +158,10 @@ class PollerManager:
         for key, running in list(self.running.items()):
             mapping = wanted.get(key)
             if running.task.done():
-                await self._stop_one(key)  # it gave up (e.g. the queue is gone): retried below
+                log.info("poller_ended", esm=key)  # it gave up (e.g. the queue is gone)
+                await self._stop_one(key)  # and starts again below
             elif mapping is None or _config(mapping) != _config(running.mapping):
+                log.info("poller_changed", esm=key, gone=mapping is None)
                 await self._stop_one(key)
             elif not await self._renew(keys=[keys.mapping_lease(key)], args=[self.token, ttl_ms]):
                 log.warning("poller_lease_lost", esm=key)

@@ -102,6 +102,8 @@ async def broker(aws: str, make_broker: BrokerFactory, function: Function) -> As
 def make_queue(sqs: Any, name: str, **attributes: str) -> tuple[str, str]:
     attributes.setdefault("VisibilityTimeout", "1")
     name = f"{name}-{uuid4().hex[:8]}"  # moto's server outlives each test
+    if attributes.get("FifoQueue") == "true":
+        name += ".fifo"
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
@@ -401,3 +403,89 @@ async def test_a_changed_batch_size_restarts_the_poller(
     await broker.mappings.update(uuid, {"BatchSize": 10})
     await until(lambda: uuid in pollers.running and pollers.running[uuid] is not first, timeout=5)
     assert pollers.running[uuid].mapping.batch_size == 10
+
+
+async def test_fifo_keeps_group_order_and_a_failing_group_blocks_only_itself(
+    broker: Broker, sqs: Any, function: Function
+) -> None:
+    """§12 item 59: per-group order across batches; a failure holds back its group only."""
+    url, arn = make_queue(sqs, "orders", FifoQueue="true", ContentBasedDeduplication="true")
+    for n in range(1, 6):
+        for group in ("a", "b"):
+            sqs.send_message(QueueUrl=url, MessageBody=f"{group}{n}", MessageGroupId=group)
+    processed: list[str] = []
+
+    def answer(event: Event) -> Answer:
+        failed: list[dict[str, str]] = []
+        broken: set[str] = set()
+        for record in event["Records"]:
+            group = record["attributes"]["MessageGroupId"]
+            first_time = record["attributes"]["ApproximateReceiveCount"] == "1"
+            if group in broken or (record["body"] == "a2" and first_time):
+                broken.add(group)  # stop the group here: report it and the rest of it
+                failed.append({"itemIdentifier": record["messageId"]})
+            else:
+                processed.append(record["body"])
+        return ok({"batchItemFailures": failed})
+
+    function.answer = answer
+    await map_queue(broker, arn, BatchSize=4, FunctionResponseTypes=["ReportBatchItemFailures"])
+    await until(lambda: drained(sqs, url), timeout=30)
+    assert [body for body in processed if body[0] == "a"] == ["a1", "a2", "a3", "a4", "a5"]
+    assert [body for body in processed if body[0] == "b"] == ["b1", "b2", "b3", "b4", "b5"]
+    # group b went on while a2 waited out its visibility timeout
+    assert processed.index("b5") < processed.index("a2")
+
+
+async def test_a_restart_loses_no_message_and_deletes_none_twice(
+    aws: str, make_broker: BrokerFactory, sqs: Any, function: Function
+) -> None:
+    """Stop the broker mid-backlog (SIGTERM semantics), start another on the same Redis."""
+    first = await make_broker(run_pollers=True, poller_refresh_s=0.1, sqs_wait_time_s=1)
+    await first.put_function("orders", function.server.url, timeout_s=1)
+    url, arn = make_queue(sqs, "restart", VisibilityTimeout="30")
+    bodies = [f"m{n}" for n in range(30)]
+    send(sqs, url, *bodies)
+    function.delay_s = 0.1
+    uuid = await map_queue(first, arn, BatchSize=3, ScalingConfig={"MaximumConcurrency": 2})
+    await until(lambda: len(function.bodies()) >= 6, timeout=20)
+    await first.stop()  # finishes the batches in hand, releases the lease
+    assert await first.redis.get(first.keys.mapping_lease(uuid)) is None
+    handled_before = len(function.bodies())
+    assert handled_before < 30
+    second = await make_broker(
+        run_pollers=True,
+        poller_refresh_s=0.1,
+        sqs_wait_time_s=1,
+        key_prefix=first.settings.key_prefix,
+    )
+    await until(lambda: drained(sqs, url), timeout=30)
+    assert sorted(function.bodies()) == sorted(bodies)  # each exactly once
+    stats = await second.redis.hgetall(second.keys.mapping_stats(uuid))
+    assert int(stats[b"deleted"]) == 30 and int(stats[b"polled"]) == 30
+
+
+async def test_processes_share_mappings_and_take_over_a_dead_ones(
+    aws: str, make_broker: BrokerFactory, sqs: Any, function: Function
+) -> None:
+    options = {"run_pollers": True, "poller_refresh_s": 0.1, "poller_lease_ttl_s": 1.0}
+    first = await make_broker(sqs_wait_time_s=1, **options)
+    await first.put_function("orders", function.server.url, timeout_s=1)
+    second = await make_broker(sqs_wait_time_s=1, key_prefix=first.settings.key_prefix, **options)
+    queues = [make_queue(sqs, f"shared{n}") for n in range(4)]
+    uuids = [await map_queue(first, arn) for _, arn in queues]
+    a, b = first.pollers, second.pollers
+    assert a is not None and b is not None
+    await until(lambda: len(a.running) == 2 and len(b.running) == 2, timeout=10)
+    assert set(a.running) | set(b.running) == set(uuids)
+    # The first process dies: its tasks vanish, its leases and heartbeat are left behind.
+    assert a._task is not None
+    a._task.cancel()
+    for running in a.running.values():
+        running.task.cancel()
+    await until(lambda: len(b.running) == 4, timeout=10)
+    for (url, _), n in zip(queues, range(4), strict=True):
+        send(sqs, url, f"after-{n}")
+    await until(lambda: len(function.bodies()) == 4, timeout=15)
+    assert sorted(function.bodies()) == [f"after-{n}" for n in range(4)]
+    a.running.clear()
