@@ -4,9 +4,8 @@ record age, the on-failure record and the checkpoint.
 
 A source brings a :class:`ShardReader` (where reading starts and the next records, already
 in Lambda's record shape) and a :class:`ShardInfo`; :class:`ShardConsumer` does the rest.
-"What happens next?" is answered by pure functions tested with tables (:func:`classify`,
-:func:`decide`, :func:`expired_count`, :func:`failure_index`, :func:`retry_delay_s`,
-:func:`on_failure_record`); the consumer applies their answers to Redis and the function.
+"What happens next?" is answered by the pure functions of :mod:`pollers.stream_decisions`
+(re-exported here); the consumer applies their answers to Redis and the function.
 
 Checkpoints (``P:{esm}:checkpoint:UUID``, shard id -> sequence number) move after every
 fully handled batch or part of one: invoked with success, filtered out, or sent on failure.
@@ -21,14 +20,12 @@ import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from broker.dead_letters import dead_letter_entry
 from broker.destination import scheme_of
-from broker.errors import ApiError, SluiceError
-from broker.mappings.model import EventSourceMapping
+from broker.errors import ApiError
 from broker.models import InvokeResult
 from broker.queue import OutboxDone
 from broker.records import iso_ms, parse_body
@@ -39,6 +36,24 @@ from pollers.core import (
     MappingRuntime,
     PollerSettings,
     record_size,
+)
+from pollers.stream_decisions import (
+    INVALID,
+    RECORD_AGE_EXCEEDED,
+    RETRY_ATTEMPTS_EXHAUSTED,
+    Decision,
+    Outcome,
+    ShardInfo,
+    ShardReader,
+    StreamPolicy,
+    StreamReadError,
+    StreamRecord,
+    classify,
+    decide,
+    expired_count,
+    failure_index,
+    on_failure_record,
+    retry_delay_s,
 )
 
 __all__ = [
@@ -60,224 +75,6 @@ __all__ = [
     "on_failure_record",
     "retry_delay_s",
 ]
-
-RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
-RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
-INVALID = -1  # failure_index: the response is invalid, the whole batch failed
-REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
-
-
-class StreamReadError(SluiceError):
-    """A shard could not be read (the source is down, the stream is gone); retried."""
-
-    retriable = True
-
-
-@dataclass(frozen=True, slots=True)
-class StreamRecord:
-    sequence: str  # what ``itemIdentifier`` names and checkpoints store
-    arrival_s: float  # approximate arrival, epoch seconds: record age is measured from it
-    record: dict[str, Any]  # the record as Lambda delivers it
-
-
-class ShardReader(Protocol):
-    """Reads one shard forward; the consumer keeps what it must retry in memory."""
-
-    async def seek(self, checkpoint: str | None) -> str | None:
-        """Read next after ``checkpoint``, or from the StartingPosition when None; returns a
-        position to store as the first checkpoint (LATEST pinned to the current end)."""
-        ...
-
-    async def read(self, limit: int, wait_s: float) -> list[StreamRecord]:
-        """Up to ``limit`` next records, waiting at most ``wait_s`` for the first; raises
-        :class:`StreamReadError`."""
-        ...
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    """What the on-failure record says about the shard (``…BatchInfo``)."""
-
-    stream_arn: str
-    shard_id: str
-    batch_info_key: str  # KinesisBatchInfo, DDBStreamBatchInfo, RedisStreamBatchInfo
-    arrival_text: Callable[[float], str] = iso_ms  # DynamoDB: whole seconds
-
-
-@dataclass(frozen=True)
-class StreamPolicy:
-    """A mapping's stream settings, as the decisions read them."""
-
-    batch_size: int = 100
-    window_s: float = 0.0
-    max_retry_attempts: int = -1  # -1: until the records expire
-    max_record_age_s: int = -1  # -1: never too old
-    bisect: bool = False
-    report_item_failures: bool = False
-    retry_backoff_s: float = 1.0
-    retry_backoff_max_s: float = 60.0
-
-    @classmethod
-    def of(cls, mapping: EventSourceMapping, settings: PollerSettings) -> StreamPolicy:
-        def given(value: int | None) -> int:
-            return -1 if value is None else value
-
-        return cls(
-            batch_size=mapping.batch_size,
-            window_s=float(mapping.maximum_batching_window_in_seconds or 0),
-            max_retry_attempts=given(mapping.maximum_retry_attempts),
-            max_record_age_s=given(mapping.maximum_record_age_in_seconds),
-            bisect=bool(mapping.bisect_batch_on_function_error),
-            report_item_failures=REPORT_BATCH_ITEM_FAILURES
-            in (mapping.function_response_types or []),
-            retry_backoff_s=settings.stream_retry_backoff_s,
-            retry_backoff_max_s=settings.stream_retry_backoff_max_s,
-        )
-
-
-# -- pure decisions ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One invocation of a batch, reduced: ``rejected`` is a throttle or system error (no
-    invocation happened); ``partial`` names the first failed record's index."""
-
-    kind: Literal["success", "partial", "failed", "rejected"]
-    failed_from: int = 0
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do with a batch: ``done`` leading records are handled (checkpoint after
-    them); ``attempts`` is the batch's count of failed attempts from now on."""
-
-    action: Literal["checkpoint", "retry", "bisect", "discard", "wait"]
-    done: int = 0
-    attempts: int = 0
-
-
-def failure_index(payload: str | None, sequences: Sequence[str]) -> int | None:
-    """Index of the lowest record a ``ReportBatchItemFailures`` response names (records are
-    in sequence order); None for complete success; :data:`INVALID` when invalid (spec §9.2:
-    an empty, null or unknown ``itemIdentifier`` or a wrong key fail the whole batch)."""
-    if payload is None or not payload.strip():
-        return None
-    try:
-        response = json.loads(payload)
-    except ValueError:
-        return INVALID
-    if response in (None, "", [], {}):
-        return None
-    if not isinstance(response, dict) or "batchItemFailures" not in response:
-        return INVALID
-    failures = response["batchItemFailures"]
-    if failures is None or failures == []:
-        return None
-    if not isinstance(failures, list):
-        return INVALID
-    positions = {sequence: index for index, sequence in enumerate(sequences)}
-    lowest = len(sequences)
-    for item in failures:
-        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
-        if not isinstance(identifier, str) or identifier not in positions:
-            return INVALID
-        lowest = min(lowest, positions[identifier])
-    return lowest
-
-
-def classify(result: InvokeResult, sequences: Sequence[str], report_item_failures: bool) -> Outcome:
-    if result.outcome in ("throttle", "system_error"):
-        return Outcome("rejected")
-    if result.outcome != "success":
-        return Outcome("failed")
-    if not report_item_failures:
-        return Outcome("success")
-    index = failure_index(result.payload, sequences)
-    if index is None:
-        return Outcome("success")
-    if index == INVALID:
-        return Outcome("failed")
-    return Outcome("partial", index)
-
-
-def decide(outcome: Outcome, size: int, attempts: int, policy: StreamPolicy) -> Decision:
-    """Spec §9.2: retry until success or ``MaximumRetryAttempts`` retries have failed (the
-    first attempt is not a retry); bisecting does not use up retries, and a batch of one
-    cannot be split; a partial failure checkpoints what succeeded and counts as a failed
-    attempt; throttles and system errors wait without counting."""
-    if outcome.kind == "success":
-        return Decision("checkpoint", size, attempts)
-    if outcome.kind == "rejected":
-        return Decision("wait", 0, attempts)
-    if outcome.kind == "failed" and policy.bisect and size > 1:
-        return Decision("bisect", 0, attempts)
-    done = outcome.failed_from if outcome.kind == "partial" else 0
-    failed = attempts + 1
-    if 0 <= policy.max_retry_attempts < failed:
-        return Decision("discard", done, failed)
-    return Decision("retry", done, failed)
-
-
-def expired_count(arrivals: Sequence[float], now: float, max_age_s: int) -> int:
-    """How many leading records are older than ``MaximumRecordAgeInSeconds`` (-1: none)."""
-    if max_age_s < 0:
-        return 0
-    count = 0
-    for arrival in arrivals:
-        if now - arrival <= max_age_s:
-            break
-        count += 1
-    return count
-
-
-def retry_delay_s(attempts: int, base_s: float, max_s: float) -> float:
-    """Wait before retry number ``attempts`` (1, 2, ...): ``base`` doubling up to ``max``."""
-    return float(min(max_s, base_s * 2.0 ** max(0, attempts - 1)))
-
-
-def on_failure_record(
-    *,
-    shard: ShardInfo,
-    records: Sequence[StreamRecord],
-    condition: str,
-    request_id: str,
-    function_arn: str,
-    invoke_count: int,
-    last: InvokeResult | None,
-    now: float,
-) -> dict[str, Any]:
-    """The record describing a discarded batch, in Kinesis' shape and key order (§9.2);
-    ``responseContext`` only for ``RetryAttemptsExhausted``."""
-    record: dict[str, Any] = {
-        "requestContext": {
-            "requestId": request_id,
-            "functionArn": function_arn,
-            "condition": condition,
-            "approximateInvokeCount": invoke_count,
-        }
-    }
-    if condition == RETRY_ATTEMPTS_EXHAUSTED and last is not None:
-        record["responseContext"] = {
-            "statusCode": last.status_code,
-            "executedVersion": last.executed_version or "$LATEST",
-            "functionError": last.function_error,
-        }
-    record["version"] = "1.0"
-    record["timestamp"] = iso_ms(now)
-    record[shard.batch_info_key] = {
-        "shardId": shard.shard_id,
-        "startSequenceNumber": records[0].sequence,
-        "endSequenceNumber": records[-1].sequence,
-        "approximateArrivalOfFirstRecord": shard.arrival_text(records[0].arrival_s),
-        "approximateArrivalOfLastRecord": shard.arrival_text(records[-1].arrival_s),
-        "batchSize": len(records),
-        "streamArn": shard.stream_arn,
-    }
-    return record
-
-
-# -- the consumer ------------------------------------------------------------------------------
 
 
 @dataclass
