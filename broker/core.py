@@ -56,6 +56,7 @@ from broker.wiring import (
 )
 
 log = structlog.get_logger("sluice.broker")
+RATE_EXCEEDED = "Rate Exceeded."
 
 
 class Broker:
@@ -480,23 +481,31 @@ class Broker:
         )
         version = config.resolve(qualifier) or LATEST
         target, timeout_s, memory_mb = config.effective(version)
-        return await self.invokers.invoke(
-            Invocation(
-                request_id=request_id or str(uuid.uuid4()),
-                target=target,
-                function_name=config.name,
-                function_version=version,
-                invoked_function_arn=function_arn(  # as the caller named it
-                    self.settings.region,
-                    self.settings.account_id,
-                    config.name,
-                    parse_function_name(function, qualifier_given).qualifier,
-                ),
-                payload=text,
-                timeout_s=timeout_s,
-                memory_mb=memory_mb,
-            )
+        invocation = Invocation(
+            request_id=request_id or str(uuid.uuid4()),
+            target=target,
+            function_name=config.name,
+            function_version=version,
+            invoked_function_arn=function_arn(  # as the caller named it
+                self.settings.region,
+                self.settings.account_id,
+                config.name,
+                parse_function_name(function, qualifier_given).qualifier,
+            ),
+            payload=text,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
         )
+        # Synchronous calls count against reserved concurrency, as the async queue's do.
+        now = self.clock.now()
+        expiry = now + timeout_s + self.settings.visibility_grace_s
+        slot = invocation.request_id
+        if not await self.queue.take_slot(config.name, slot, now, expiry):
+            return InvokeResult(outcome="throttle", status_code=429, error_message=RATE_EXCEEDED)
+        try:
+            return await self.invokers.invoke(invocation)
+        finally:
+            await self.queue.free_slot(config.name, slot)
 
     async def resolve(self, function: str, qualifier: str | None = None) -> tuple[str, str]:
         """(function name, qualifier) of an existing function and version or alias; raises

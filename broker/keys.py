@@ -15,6 +15,8 @@ key                                type    contents and lifetime
 ``P:{fn}:delayed``                 zset    request ids waiting for a retry, score = due ms
 ``P:{fn}:inflight``                zset    claimed request ids, score = lease expiry ms
 ``P:{fn}:leases``                  hash    request id -> lease token of the claimer
+``P:{fn}:slots``                   zset    synchronous invocations running (RequestResponse,
+                                           mapping batches): slot id, score = expiry ms
 ``P:{fn}:outbox``                  hash    request id -> finished outcome waiting for
                                            delivery (deleted once delivered or
                                            dead-lettered)
@@ -68,6 +70,7 @@ class FunctionKeys:
     dead: str
     dead_entries: str
     stats: str
+    slots: str
 
     @property
     def queue(self) -> list[str]:
@@ -84,6 +87,7 @@ class FunctionKeys:
             self.dead_entries,
             self.stats,
             self.reserved,
+            self.slots,
         ]
 
 
@@ -117,6 +121,7 @@ class Keys:
             dead=f"{base}:dead",
             dead_entries=f"{base}:dead:entries",
             stats=f"{base}:stats",
+            slots=f"{base}:slots",
         )
 
     @staticmethod

@@ -22,6 +22,7 @@ _SCRIPTS = (
     "outbox_claim",
     "outbox_done",
     "dead_trim",
+    "slot_acquire",
 )
 
 
@@ -171,6 +172,15 @@ class AsyncQueue:
         for name, count in counters.items():
             args += [name, count]
         await self._run("outbox_done", function, args)
+
+    async def take_slot(self, function: str, slot_id: str, now: float, expiry: float) -> bool:
+        """A reserved-concurrency slot for a synchronous invocation until ``expiry`` (or
+        :meth:`free_slot`); False when the function's reserved concurrency is all in use."""
+        taken = await self._run("slot_acquire", function, [_ms(now), _ms(expiry), slot_id])
+        return bool(taken)
+
+    async def free_slot(self, function: str, slot_id: str) -> None:
+        await self.client.zrem(self.keys.for_function(function).slots, slot_id)
 
     async def dead_trim(self, function: str, now: float, max_age_s: float, max_count: int) -> None:
         """Apply dead-letter retention even to functions that get no new entries."""

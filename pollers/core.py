@@ -121,9 +121,11 @@ class MappingRuntime:
             result = await self.broker.invoke(self.mapping.function_ref, payload)
         except ApiError as exc:
             result = InvokeResult(outcome="system_error", error_message=exc.message)
-        await self.count(invoked=1, invoked_records=len(records))
-        if result.outcome != "success":
-            await self.count(failed=1)
+        if result.outcome == "throttle":
+            return result  # not run: the poller counts it and tries again
+        await self.count(
+            invoked=1, invoked_records=len(records), failed=int(result.outcome != "success")
+        )
         return result
 
     async def count(self, **counters: int) -> None:

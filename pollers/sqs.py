@@ -312,6 +312,10 @@ class SqsPoller:
             backoff = min(backoff * 2, self.settings.throttle_backoff_max_s)
 
     async def _delete(self, records: Sequence[dict[str, Any]]) -> None:
+        # Shielded: a stop that runs out of time must not cut a deletion off from its count.
+        await asyncio.shield(self._delete_now(records))
+
+    async def _delete_now(self, records: Sequence[dict[str, Any]]) -> None:
         deleted = 0
         for start in range(0, len(records), _MAX_RECEIVE):
             chunk = records[start : start + _MAX_RECEIVE]

@@ -441,7 +441,9 @@ async def test_a_restart_loses_no_message_and_deletes_none_twice(
     aws: str, make_broker: BrokerFactory, sqs: Any, function: Function
 ) -> None:
     """Stop the broker mid-backlog (SIGTERM semantics), start another on the same Redis."""
-    first = await make_broker(run_pollers=True, poller_refresh_s=0.1, sqs_wait_time_s=1)
+    first = await make_broker(
+        run_pollers=True, poller_refresh_s=0.1, sqs_wait_time_s=1, drain_timeout_s=30
+    )
     await first.put_function("orders", function.server.url, timeout_s=1)
     url, arn = make_queue(sqs, "restart", VisibilityTimeout="30")
     bodies = [f"m{n}" for n in range(30)]
@@ -489,3 +491,20 @@ async def test_processes_share_mappings_and_take_over_a_dead_ones(
     await until(lambda: len(function.bodies()) == 4, timeout=15)
     assert sorted(function.bodies()) == [f"after-{n}" for n in range(4)]
     a.running.clear()
+
+
+async def test_batches_count_against_reserved_concurrency(
+    broker: Broker, sqs: Any, function: Function
+) -> None:
+    """Reserved concurrency 1 under MaximumConcurrency 2: one batch at a time; the other
+    loop is throttled and retries while its messages stay hidden."""
+    await broker.put_function_concurrency("orders", 1)
+    url, arn = make_queue(sqs, "reserved", VisibilityTimeout="30")
+    send(sqs, url, *[f"m{n}" for n in range(12)])
+    function.delay_s = 0.2
+    uuid = await map_queue(broker, arn, BatchSize=1, ScalingConfig={"MaximumConcurrency": 2})
+    await until(lambda: drained(sqs, url), timeout=40)
+    assert sorted(function.bodies()) == sorted(f"m{n}" for n in range(12))
+    assert function.peak == 1
+    stats = await broker.redis.hgetall(broker.keys.mapping_stats(uuid))
+    assert int(stats[b"throttled"]) > 0

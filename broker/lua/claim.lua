@@ -24,7 +24,8 @@ local reserved = redis.call('GET', KEYS[11])
 if reserved then
   reserved = tonumber(reserved)
   if reserved > 0 then
-    local room = reserved - redis.call('ZCARD', KEYS[4])
+    redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now)
+    local room = reserved - redis.call('ZCARD', KEYS[4]) - redis.call('ZCARD', KEYS[12])
     if room <= n then
       n = room
       capped = 1

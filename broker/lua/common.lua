@@ -1,6 +1,6 @@
 -- Shared by the queue scripts (prepended by broker/queue.py).
 -- Queue KEYS, in order: 1 events, 2 ready, 3 delayed, 4 inflight, 5 leases, 6 outbox,
--- 7 outbox_leases, 8 dead, 9 dead_entries, 10 stats, 11 reserved.
+-- 7 outbox_leases, 8 dead, 9 dead_entries, 10 stats, 11 reserved, 12 sync slots.
 
 local function dead_add(now, id, entry)
   redis.call('ZADD', KEYS[8], now, id)
