@@ -3,9 +3,12 @@
 Run from the repository root: ``.venv/bin/python bench/sqs_poller.py``. Prints figures and
 targets; asserts nothing; exits 0.
 
-Set-up, all in this run: its own redis-server and moto server (real HTTP on loopback); the
-function is a no-op HTTP server following the Lambda Invoke contract (``200``, body
-``null``), in a thread of this process, invoked through Sluice's ``http`` invoker.
+Set-up, all in this run: its own redis-server and moto server (``moto_server``, real HTTP on
+loopback, in its own process so that it does not share this process's GIL); the function is
+a no-op HTTP server following the Lambda Invoke contract (``200``, body ``null``), in a
+thread of this process, invoked through Sluice's ``http`` invoker. moto scans the whole
+queue on every ReceiveMessage, so with a 2,000-message backlog moto itself is the
+bottleneck of both loops: the ratio says whether Sluice keeps up with what the server gives.
 
 1. Throughput: 2,000 messages are sent to a fresh queue, then drained by
    a. a plain boto3 loop: ReceiveMessage (10, long poll 1 s) then DeleteMessageBatch, one
@@ -13,15 +16,16 @@ function is a no-op HTTP server following the Lambda Invoke contract (``200``, b
    b. Sluice's SQS poller (one broker, mapping with BatchSize 10, then 100 with a 1 s
       window), timed from the mapping's creation until the queue is empty.
 2. Latency: on an idle, already-polled queue (BatchSize 10, window 0), one message at a
-   time: from SendMessage returning to the function receiving the invocation.
+   time: from just before SendMessage is called to the function receiving the invocation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -32,13 +36,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import boto3
 import redis.asyncio as aioredis
-from moto.server import ThreadedMotoServer
 
 from bench.common import percentile
 from broker.core import Broker
 from broker.logsetup import configure_logging
 from broker.settings import Settings
-from tests.servers import start_redis
+from tests.servers import free_port, start_redis
 
 MESSAGES = 2_000
 LATENCY_SAMPLES = 60
@@ -76,6 +79,18 @@ class NoopFunction:
 
     def records(self) -> int:
         return sum(len(event["Records"]) for _, event in self.arrivals)
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def sqs_client(endpoint: str) -> Any:
@@ -145,8 +160,8 @@ async def latency(broker: Broker, sqs: Any, function: NoopFunction) -> list[floa
     samples = []
     for n in range(LATENCY_SAMPLES):
         seen = len(function.arrivals)
+        sent = time.time()  # before the call: the figure includes SendMessage itself
         await asyncio.to_thread(sqs.send_message, QueueUrl=url, MessageBody=f"m{n}")
-        sent = time.time()
         while len(function.arrivals) == seen:
             await asyncio.sleep(0.001)
         samples.append((function.arrivals[seen][0] - sent) * 1000)
@@ -156,13 +171,22 @@ async def latency(broker: Broker, sqs: Any, function: NoopFunction) -> list[floa
 
 async def main() -> None:
     configure_logging("console", "warning")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto server access log
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    moto_port = free_port()
+    moto = subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "moto_server"),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(moto_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    await asyncio.to_thread(wait_for_port, moto_port)
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     server = start_redis()
     function = NoopFunction()
@@ -208,7 +232,8 @@ async def main() -> None:
         await client.aclose()
         server.stop()
         function.server.shutdown()
-        moto.stop()
+        moto.terminate()
+        moto.wait()
 
 
 if __name__ == "__main__":

@@ -505,7 +505,10 @@ class Broker:
         try:
             return await self.invokers.invoke(invocation)
         finally:
-            await self.queue.free_slot(config.name, slot)
+            try:
+                await self.queue.free_slot(config.name, slot)
+            except Exception as exc:  # the slot expires on its own; the result stands
+                log.warning("slot_release_failed", function=config.name, error=repr(exc))
 
     async def resolve(self, function: str, qualifier: str | None = None) -> tuple[str, str]:
         """(function name, qualifier) of an existing function and version or alias; raises

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from broker.keys import Keys
-from broker.models import EventInvokeConfig, FunctionConfig
+from broker.models import LATEST, EventInvokeConfig, FunctionConfig
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,14 @@ class FunctionStore:
     async def get(self, name: str) -> FunctionConfig | None:
         raw = await self.client.get(self.keys.for_function(name).function)
         return None if raw is None else FunctionConfig.model_validate_json(raw)
+
+    async def timeout_s(self, name: str, qualifier: str | None = None) -> int | None:
+        """The timeout of a function's version or alias (``$LATEST`` by default); None when
+        the function does not exist."""
+        config = await self.get(name)
+        if config is None:
+            return None
+        return config.effective(config.resolve(qualifier or LATEST) or LATEST)[1]
 
     async def names(self) -> list[str]:
         members = await self.client.smembers(self.keys.functions)

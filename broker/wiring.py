@@ -11,7 +11,6 @@ from broker.invokers.http import HttpInvoker
 from broker.invokers.lambda_ import LambdaInvoker
 from broker.invokers.python import PythonInvoker
 from broker.mappings import SourceCheck
-from broker.models import LATEST
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -44,10 +43,8 @@ def default_source_check(region: str, store: FunctionStore) -> SourceCheck:
     from pollers.source_checks import AwsSourceCheck  # resolved here, never by the core
 
     async def function_timeout(name: str, qualifier: str | None) -> int:
-        config = await store.get(name)
-        if config is None:
-            return 3
-        return config.effective(config.resolve(qualifier or LATEST) or LATEST)[1]
+        timeout_s = await store.timeout_s(name, qualifier)
+        return 3 if timeout_s is None else timeout_s
 
     return AwsSourceCheck(region, function_timeout)
 

@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_RECORDS",
     "OK",
+    "REPORT_BATCH_ITEM_FAILURES",
     "BatchBuffer",
     "MappingRuntime",
     "PollerSettings",
     "record_size",
+    "reported_failures",
 ]
 
 log = structlog.get_logger("sluice.pollers")
@@ -60,6 +62,39 @@ class PollerSettings:
     stream_read_block_s: float = 1.0
     stream_retry_backoff_s: float = 1.0
     stream_retry_backoff_max_s: float = 60.0
+
+
+REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+
+
+def reported_failures(payload: str | None, identifiers: Sequence[str]) -> set[str] | None:
+    r"""The ``itemIdentifier``\ s a ``ReportBatchItemFailures`` response names; an empty set
+    for complete success (no body, ``null``, ``{}``, an empty or null list); None when the
+    response is invalid and the whole batch failed: not JSON, a wrong key, an empty, null
+    or unknown identifier (spec §9.1, §9.2)."""
+    if payload is None or not payload.strip():
+        return set()
+    try:
+        response = json.loads(payload)
+    except ValueError:
+        return None
+    if response in (None, "", [], {}):
+        return set()
+    if not isinstance(response, dict) or "batchItemFailures" not in response:
+        return None
+    failures = response["batchItemFailures"]
+    if failures is None or failures == []:
+        return set()
+    if not isinstance(failures, list):
+        return None
+    known = set(identifiers)
+    failed: set[str] = set()
+    for item in failures:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not isinstance(identifier, str) or identifier not in known:
+            return None
+        failed.add(identifier)
+    return failed
 
 
 def record_size(record: dict[str, Any]) -> int:
@@ -113,18 +148,26 @@ class MappingRuntime:
         self._last_result = mapping.last_processing_result
         self.log = log.bind(esm=mapping.uuid, function=mapping.function_name)
 
-    async def invoke(self, records: Sequence[dict[str, Any]]) -> InvokeResult:
+    async def invoke(
+        self, records: Sequence[dict[str, Any]], request_id: str | None = None
+    ) -> InvokeResult:
         """Invoke the function synchronously with ``{"Records": records}``. A missing
-        function or version is a ``system_error`` result (spec §7.4: a pre-invocation error)."""
+        function or version is a ``system_error`` result (spec §7.4: a pre-invocation error).
+        Counts ``invoked`` (and its records) when the function ran, ``failed`` when it did
+        not succeed; a throttle is left to the poller, which tries again."""
         payload = json.dumps({"Records": list(records)})
         try:
-            result = await self.broker.invoke(self.mapping.function_ref, payload)
+            result = await self.broker.invoke(
+                self.mapping.function_ref, payload, request_id=request_id
+            )
         except ApiError as exc:
             result = InvokeResult(outcome="system_error", error_message=exc.message)
         if result.outcome == "throttle":
-            return result  # not run: the poller counts it and tries again
+            return result
         await self.count(
-            invoked=1, invoked_records=len(records), failed=int(result.outcome != "success")
+            invoked=int(result.executed),
+            invoked_records=len(records) if result.executed else 0,
+            failed=int(result.outcome != "success"),
         )
         return result
 

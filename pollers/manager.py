@@ -99,30 +99,42 @@ class PollerManager:
         self.factories = dict(factories) if factories is not None else default_poller_factories()
         self.token = uuid.uuid4().hex
         self.running: dict[str, _Running] = {}
+        # Pollers told to stop and finishing their batch in hand; their leases (when still
+        # held) are renewed until they have finished, then released.
+        self.stopping: dict[str, asyncio.Task[None]] = {}
+        self._held: set[str] = set()  # mappings whose lease this process holds
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sluice-poller")
         self._renew = broker.redis.register_script(_RENEW)
         self._release = broker.redis.register_script(_RELEASE)
         self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._closing = asyncio.Event()
+
+    def polling(self, uuid: str) -> bool:
+        """Is this process polling mapping ``uuid`` (running, or finishing its last batch)?"""
+        return uuid in self.running or uuid in self.stopping
 
     async def start(self) -> None:
-        self._stopping.clear()
+        self._closing.clear()
         self._task = asyncio.create_task(self._run(), name="sluice-poller-manager")
 
     async def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop every poller (each finishes the batch in hand), release leases and leave."""
+        """Stop every poller (each finishes the batch in hand, its lease renewed meanwhile),
+        release the leases and leave."""
         if self._task is not None:
             # Not cancel(): a cancellation can be swallowed inside a Redis call mid-refresh.
-            self._stopping.set()
+            self._closing.set()
             await asyncio.wait({self._task}, timeout=timeout_s)
             if not self._task.done():
                 self._task.cancel()
                 await asyncio.wait({self._task}, timeout=5.0)
             self._task = None
-        await asyncio.gather(
-            *(self._stop_one(key, timeout_s) for key in list(self.running)),
-            return_exceptions=True,
-        )
+        for key in list(self.running):
+            self._begin_stop(key, timeout_s)
+        deadline = asyncio.get_running_loop().time() + timeout_s + 5.0
+        while self.stopping and asyncio.get_running_loop().time() < deadline:
+            await asyncio.wait(set(self.stopping.values()), timeout=self.settings.refresh_s)
+            with contextlib.suppress(Exception):  # Redis gone: the leases lapse on their own
+                await self._heartbeat()
         try:
             await self.broker.redis.zrem(self.broker.keys.poller_members, self.token)
         except Exception as exc:  # Redis gone: the heartbeat expires on its own
@@ -130,16 +142,17 @@ class PollerManager:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
+        while not self._closing.is_set():
             try:
                 await self.refresh()
             except Exception as exc:  # Redis restarting: try again next round
                 log.warning("poller_refresh_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.refresh_s)
+                await asyncio.wait_for(self._closing.wait(), self.settings.refresh_s)
 
-    async def refresh(self) -> None:
-        """One round: heartbeat, stop what must stop, renew, take a fair share."""
+    async def _heartbeat(self) -> int:
+        """Renew this process's heartbeat and every lease it holds (stopping pollers' too);
+        a lease found lost stops its poller at once. Returns the live managers."""
         redis, keys = self.broker.redis, self.broker.keys
         # Leases expire in Redis's own time (PX), so heartbeats are scored in it too.
         seconds, micros = await redis.time()
@@ -150,6 +163,18 @@ class PollerManager:
             pipe.zremrangebyscore(keys.poller_members, "-inf", now_ms)
             pipe.zcard(keys.poller_members)
             members = max(1, int((await pipe.execute())[-1]))
+        for key in list(self._held):
+            if not await self._renew(keys=[keys.mapping_lease(key)], args=[self.token, ttl_ms]):
+                log.warning("poller_lease_lost", esm=key)
+                self._held.discard(key)
+                if key in self.running:
+                    self._begin_stop(key)
+        return members
+
+    async def refresh(self) -> None:
+        """One round: heartbeat and renewals first, then stop what must stop (in the
+        background) and take a fair share."""
+        members = await self._heartbeat()
         wanted = {
             m.uuid: m
             for m in await self.broker.mappings.mappings()
@@ -159,22 +184,22 @@ class PollerManager:
             mapping = wanted.get(key)
             if running.task.done():
                 log.info("poller_ended", esm=key)  # it gave up (e.g. the queue is gone)
-                await self._stop_one(key)  # and starts again below
+                self._begin_stop(key)  # and starts again once stopped
             elif mapping is None or _config(mapping) != _config(running.mapping):
                 log.info("poller_changed", esm=key, gone=mapping is None)
-                await self._stop_one(key)
-            elif not await self._renew(keys=[keys.mapping_lease(key)], args=[self.token, ttl_ms]):
-                log.warning("poller_lease_lost", esm=key)
-                await self._stop_one(key, release=False)
+                self._begin_stop(key)
         share = math.ceil(len(wanted) / members)
         while len(self.running) > share:  # a process joined: hand the newest over
-            await self._stop_one(next(reversed(self.running)))
+            self._begin_stop(next(reversed(self.running)))
+        ttl_ms = int(self.settings.lease_ttl_s * 1000)
         for key, mapping in wanted.items():
             if len(self.running) >= share:
                 break
-            if key in self.running:
+            if self.polling(key):
                 continue
-            if await redis.set(keys.mapping_lease(key), self.token, nx=True, px=ttl_ms):
+            lease = self.broker.keys.mapping_lease(key)
+            if await self.broker.redis.set(lease, self.token, nx=True, px=ttl_ms):
+                self._held.add(key)
                 await self._start_one(mapping)
 
     async def _start_one(self, mapping: EventSourceMapping) -> None:
@@ -186,18 +211,28 @@ class PollerManager:
         self.running[mapping.uuid] = _Running(mapping, poller, task)
         log.info("poller_started", esm=mapping.uuid, source=mapping.source_kind.value)
 
-    async def _stop_one(self, key: str, timeout_s: float = 30.0, *, release: bool = True) -> None:
-        """Stop one poller; it leaves ``running`` (and its lease goes) once it has finished."""
-        running = self.running[key]
-        await running.poller.stop()
+    def _begin_stop(self, key: str, timeout_s: float = 30.0) -> None:
+        """Move a poller from ``running`` to ``stopping``; it finishes in the background."""
+        running = self.running.pop(key)
+        self.stopping[key] = asyncio.create_task(
+            self._finish_stop(key, running, timeout_s), name=f"sluice-poller-stop-{key}"
+        )
+
+    async def _finish_stop(self, key: str, running: _Running, timeout_s: float) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(running.task), timeout=timeout_s)
-        except TimeoutError:
-            running.task.cancel()
-            await asyncio.gather(running.task, return_exceptions=True)
-        except Exception as exc:  # the poller crashed: its lease goes, another takes over
-            log.error("poller_crashed", esm=key, error=repr(exc))
-        if release:
-            await self._release(keys=[self.broker.keys.mapping_lease(key)], args=[self.token])
-        del self.running[key]
-        log.info("poller_stopped", esm=key)
+            await running.poller.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(running.task), timeout=timeout_s)
+            except TimeoutError:
+                running.task.cancel()
+                await asyncio.gather(running.task, return_exceptions=True)
+            except Exception as exc:  # the poller crashed: its lease goes, another takes over
+                log.error("poller_crashed", esm=key, error=repr(exc))
+            if key in self._held:
+                self._held.discard(key)
+                await self._release(keys=[self.broker.keys.mapping_lease(key)], args=[self.token])
+        except Exception as exc:  # Redis gone: the lease lapses on its own
+            log.warning("poller_release_failed", esm=key, error=repr(exc))
+        finally:
+            self.stopping.pop(key, None)
+            log.info("poller_stopped", esm=key)

@@ -3,7 +3,8 @@ responses, deletion of what succeeded; failures are left for the queue's redrive
 
 Each mapping runs up to ``MaximumConcurrency`` receive-invoke loops (default
 ``PollerSettings.sqs_default_concurrency``): one to start, one more whenever a loop finds a
-full batch, one fewer whenever a loop finds the queue empty. boto3 calls run in the
+full batch that took longer to process than to gather (the function, not the queue, is the
+bottleneck), one fewer whenever a loop finds the queue empty. boto3 calls run in the
 manager's thread pool.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,16 +28,17 @@ from broker.models import InvokeResult
 from pollers.core import (
     FUNCTION_CALL_FAILED,
     OK,
+    REPORT_BATCH_ITEM_FAILURES,
     BatchBuffer,
     MappingRuntime,
     PollerSettings,
     record_size,
+    reported_failures,
 )
 
-__all__ = ["SqsPoller", "failed_message_ids", "sqs_record"]
+__all__ = ["SqsPoller", "sqs_record"]
 
 T = TypeVar("T")
-REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
 _MAX_RECEIVE = 10  # SQS returns at most 10 messages per ReceiveMessage
 _CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3})
 
@@ -76,38 +77,6 @@ def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
     return shaped
 
 
-def failed_message_ids(payload: str | None, batch_ids: Sequence[str]) -> set[str] | None:
-    """The message ids a ``ReportBatchItemFailures`` response names as failed; ``None``
-    when the response is invalid and the whole batch counts as failed (spec §9.1)."""
-    if payload is None or not payload.strip():
-        return set()
-    try:
-        response = json.loads(payload)
-    except ValueError:
-        return None
-    if response is None:
-        return set()
-    if not isinstance(response, dict):
-        return None
-    if not response:
-        return set()
-    if "batchItemFailures" not in response:
-        return None  # a wrong key name
-    failures = response["batchItemFailures"]
-    if failures is None:
-        return set()
-    if not isinstance(failures, list):
-        return None
-    known = set(batch_ids)
-    failed: set[str] = set()
-    for item in failures:
-        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
-        if not isinstance(identifier, str) or identifier not in known:
-            return None  # empty, null or unknown identifier
-        failed.add(identifier)
-    return failed
-
-
 class SqsPoller:
     """Polls one queue for one mapping until :meth:`stop`."""
 
@@ -122,7 +91,8 @@ class SqsPoller:
         self.region, self.account_id, self.queue_name = parts[3], parts[4], parts[5]
         self._client: Any = None
         self._queue_url = ""
-        self._visibility_timeout: int | None = None
+        self._visibility_timeout = 30  # the queue's, or the override, once opened
+        self._visibility_override: int | None = None  # passed on ReceiveMessage (§9.1 rule 2)
         self._stopping = asyncio.Event()
         self._loops: set[asyncio.Task[None]] = set()
         self.cap = self.mapping.maximum_concurrency or settings.sqs_default_concurrency
@@ -143,8 +113,10 @@ class SqsPoller:
                 await asyncio.wait(set(self._loops))
         finally:  # cancelled (a stop that timed out): take the loops down too
             self._stopping.set()
-            for task in list(self._loops):
+            loops = list(self._loops)
+            for task in loops:
                 task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
 
     async def stop(self) -> None:
         """Finish the batches in hand, then stop (at most one receive wait later)."""
@@ -159,32 +131,32 @@ class SqsPoller:
         self.peak_loops = max(self.peak_loops, len(self._loops))
 
     async def _open(self) -> None:
-        def connect() -> tuple[Any, str, int | None]:
+        def connect() -> tuple[Any, str, int]:
             client = boto3.session.Session().client("sqs", region_name=self.region, config=_CONFIG)
             url = client.get_queue_url(
                 QueueName=self.queue_name, QueueOwnerAWSAccountId=self.account_id
             )["QueueUrl"]
-            return client, url, None
+            attributes = client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["VisibilityTimeout"]
+            )["Attributes"]
+            return client, url, int(attributes["VisibilityTimeout"])
 
-        self._client, self._queue_url, _ = await self._call(connect)
-        self._visibility_timeout = await self._effective_visibility_timeout()
+        self._client, self._queue_url, queue_timeout = await self._call(connect)
+        self._visibility_timeout = queue_timeout
+        self._visibility_override = await self._effective_visibility_timeout(queue_timeout)
+        if self._visibility_override is not None:
+            self._visibility_timeout = self._visibility_override
 
-    async def _effective_visibility_timeout(self) -> int | None:
+    async def _effective_visibility_timeout(self, queue_timeout: int) -> int | None:
         """Spec §9.1 rule 2: with a window, window + timeout + 30 s when the queue's own
-        visibility timeout is shorter than window + timeout; else the queue's."""
+        visibility timeout is shorter than window + timeout (None: the queue's applies)."""
         window = self.mapping.maximum_batching_window_in_seconds or 0
         if window <= 0:
             return None
-        attributes = await self._call(
-            lambda: self._client.get_queue_attributes(
-                QueueUrl=self._queue_url, AttributeNames=["VisibilityTimeout"]
-            )
+        timeout_s = await self.runtime.broker.store.timeout_s(
+            self.mapping.function_name, self.mapping.qualifier
         )
-        queue_timeout = int(attributes["Attributes"]["VisibilityTimeout"])
-        try:
-            config = await self.runtime.broker.get_function(self.mapping.function_name)
-            timeout_s = config.timeout_s
-        except Exception:  # the function is gone: invocations will say so
+        if timeout_s is None:  # the function is gone: invocations will say so
             return None
         if window + timeout_s > queue_timeout:
             return window + timeout_s + 30
@@ -196,6 +168,7 @@ class SqsPoller:
     async def _loop(self) -> None:
         carry: list[tuple[dict[str, Any], int]] = []
         while not self._stopping.is_set():
+            started = time.monotonic()
             try:
                 records, carry, full = await self._collect(carry)
             except (BotoCoreError, ClientError) as exc:
@@ -203,10 +176,23 @@ class SqsPoller:
                 await self.runtime.report(f"PROBLEM: Error occurred while ReceiveMessage: {exc}")
                 await self._sleep(self.settings.throttle_backoff_max_s)
                 continue
+            except Exception as exc:  # Redis unreachable (counters, filters' bookkeeping)
+                self.log.warning("sqs_poll_failed", error=repr(exc))
+                await self._sleep(self.settings.throttle_backoff_max_s)
+                continue
             if records:
-                if full:
-                    self._spawn()  # a backlog: one more loop, up to the cap
-                await self._process(records)
+                collected = time.monotonic()
+                try:
+                    await self._process(records)
+                except Exception as exc:  # not deleted: the messages reappear and run again
+                    self.log.warning("sqs_batch_not_settled", error=repr(exc))
+                    await self._sleep(self.settings.throttle_backoff_max_s)
+                    continue
+                # A backlog whose batches take longer to run than to gather: the function is
+                # the bottleneck, so one more loop helps (up to the cap). When the queue is
+                # the slower side, more loops would only compete for it.
+                if full and time.monotonic() - collected >= collected - started:
+                    self._spawn()
             elif len(self._loops) > 1 and not carry:
                 return  # the queue is empty: one loop fewer
 
@@ -255,8 +241,8 @@ class SqsPoller:
             "AttributeNames": ["All"],
             "MessageAttributeNames": ["All"],
         }
-        if self._visibility_timeout is not None:
-            request["VisibilityTimeout"] = self._visibility_timeout
+        if self._visibility_override is not None:
+            request["VisibilityTimeout"] = self._visibility_override
         response = await self._call(lambda: self._client.receive_message(**request))
         messages = response.get("Messages", [])
         if not messages:
@@ -281,11 +267,12 @@ class SqsPoller:
                 outcome=result.outcome,
                 error=result.function_error or result.error_message,
             )
+            await self.runtime.count(failed_records=len(records))
             await self.runtime.report(FUNCTION_CALL_FAILED)
             return
         failed: set[str] | None = set()
         if REPORT_BATCH_ITEM_FAILURES in (self.mapping.function_response_types or []):
-            failed = failed_message_ids(result.payload, [r["messageId"] for r in records])
+            failed = reported_failures(result.payload, [r["messageId"] for r in records])
         if failed is None:
             self.log.info("sqs_batch_response_invalid", records=len(records))
             await self.runtime.count(failed_records=len(records))
@@ -299,7 +286,7 @@ class SqsPoller:
         """Invoke, retrying throttles with back-off while the messages are still hidden
         (spec §9.1 rule 6); None once half their visibility timeout has passed."""
         started = time.monotonic()
-        budget = (self._visibility_timeout or 30) / 2
+        budget = self._visibility_timeout / 2
         backoff = self.settings.throttle_backoff_s
         while True:
             result = await self.runtime.invoke(records)
@@ -308,7 +295,7 @@ class SqsPoller:
             await self.runtime.count(throttled=1)
             if time.monotonic() - started + backoff > budget or self._stopping.is_set():
                 return None
-            await asyncio.sleep(backoff)
+            await self._sleep(backoff)
             backoff = min(backoff * 2, self.settings.throttle_backoff_max_s)
 
     async def _delete(self, records: Sequence[dict[str, Any]]) -> None:

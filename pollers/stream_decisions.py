@@ -5,7 +5,6 @@ on-failure record (:func:`on_failure_record`). :mod:`pollers.streams` applies th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -14,9 +13,7 @@ from broker.errors import SluiceError
 from broker.mappings.model import EventSourceMapping
 from broker.models import InvokeResult
 from broker.records import iso_ms
-from pollers.core import (
-    PollerSettings,
-)
+from pollers.core import REPORT_BATCH_ITEM_FAILURES, PollerSettings, reported_failures
 
 __all__ = [
     "INVALID",
@@ -41,7 +38,6 @@ __all__ = [
 RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
 RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
 INVALID = -1  # failure_index: the response is invalid, the whole batch failed
-REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
 
 
 class StreamReadError(SluiceError):
@@ -138,29 +134,12 @@ def failure_index(payload: str | None, sequences: Sequence[str]) -> int | None:
     """Index of the lowest record a ``ReportBatchItemFailures`` response names (records are
     in sequence order); None for complete success; :data:`INVALID` when invalid (spec §9.2:
     an empty, null or unknown ``itemIdentifier`` or a wrong key fail the whole batch)."""
-    if payload is None or not payload.strip():
-        return None
-    try:
-        response = json.loads(payload)
-    except ValueError:
+    failed = reported_failures(payload, sequences)
+    if failed is None:
         return INVALID
-    if response in (None, "", [], {}):
+    if not failed:
         return None
-    if not isinstance(response, dict) or "batchItemFailures" not in response:
-        return INVALID
-    failures = response["batchItemFailures"]
-    if failures is None or failures == []:
-        return None
-    if not isinstance(failures, list):
-        return INVALID
-    positions = {sequence: index for index, sequence in enumerate(sequences)}
-    lowest = len(sequences)
-    for item in failures:
-        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
-        if not isinstance(identifier, str) or identifier not in positions:
-            return INVALID
-        lowest = min(lowest, positions[identifier])
-    return lowest
+    return min(index for index, sequence in enumerate(sequences) if sequence in failed)
 
 
 def classify(result: InvokeResult, sequences: Sequence[str], report_item_failures: bool) -> Outcome:

@@ -25,7 +25,6 @@ from typing import Any
 
 from broker.dead_letters import dead_letter_entry
 from broker.destination import scheme_of
-from broker.errors import ApiError
 from broker.models import InvokeResult
 from broker.queue import OutboxDone
 from broker.records import iso_ms, parse_body
@@ -250,23 +249,10 @@ class ShardConsumer:
             await self._save(records[count - 1].sequence)
 
     async def _invoke(self, item: _Batch) -> InvokeResult:
-        """Invoke synchronously with a request id of our own: the on-failure record names
-        the last invocation's (``MappingRuntime.invoke`` does not expose it)."""
+        """Invoke with a request id of our own: the on-failure record names the last one."""
         request_id = str(uuid.uuid4())
-        payload = json.dumps({"Records": [r.record for r in item.records]})
-        try:
-            result = await self.broker.invoke(
-                self.mapping.function_ref, payload, request_id=request_id
-            )
-        except ApiError as exc:  # the function or version is gone: a pre-invocation error
-            result = InvokeResult(outcome="system_error", error_message=exc.message)
-        executed = result.outcome in ("success", "function_error")
-        await self.runtime.count(
-            invoked=int(executed),
-            invoked_records=len(item.records) if executed else 0,
-            failed=int(result.outcome != "success"),
-        )
-        if executed:
+        result = await self.runtime.invoke([r.record for r in item.records], request_id)
+        if result.executed:
             item.invokes += 1
             item.rejections = 0
             item.last, item.request_id = result, request_id

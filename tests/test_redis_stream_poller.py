@@ -495,13 +495,13 @@ async def test_disable_enable_and_delete_apply_within_seconds(
     assert pollers is not None
     await until(lambda: _equals(checkpoint(broker, uuid), before[0]), timeout=10)
     await broker.mappings.update(uuid, {"Enabled": False})
-    await until(lambda: uuid not in pollers.running, timeout=5)
+    await until(lambda: not pollers.polling(uuid), timeout=10)
     clock.advance(1)
     during = await add(redis_client, clock, "while-disabled")
     await pollers.refresh()
-    assert uuid not in pollers.running and function.delivered() == before
+    assert not pollers.polling(uuid) and function.delivered() == before
     await broker.mappings.update(uuid, {"Enabled": True})  # resumes from its checkpoint
     await until(lambda: function.delivered() == before + during, timeout=10)
     await broker.mappings.delete(uuid)
-    await until(lambda: uuid not in pollers.running, timeout=5)
+    await until(lambda: not pollers.polling(uuid), timeout=10)
     assert await broker.redis.get(broker.keys.mapping_lease(uuid)) is None

@@ -379,15 +379,15 @@ async def test_disable_enable_and_delete_apply_within_seconds(
     assert pollers is not None
     await until(lambda: uuid in pollers.running, timeout=5)
     await broker.mappings.update(uuid, {"Enabled": False})
-    await until(lambda: uuid not in pollers.running, timeout=5)
+    await until(lambda: not pollers.polling(uuid), timeout=10)
     send(sqs, url, "while-disabled")
     await pollers.refresh()
-    assert uuid not in pollers.running
+    assert not pollers.polling(uuid)
     assert queue_counts(sqs, url) == (1, 0)  # nobody received it
     await broker.mappings.update(uuid, {"Enabled": True})
     await until(lambda: function.bodies() == ["while-disabled"], timeout=15)
     await broker.mappings.delete(uuid)
-    await until(lambda: uuid not in pollers.running, timeout=5)
+    await until(lambda: not pollers.polling(uuid), timeout=10)
     assert await broker.redis.get(broker.keys.mapping_lease(uuid)) is None
 
 
