@@ -76,6 +76,13 @@ __all__ = [
 ]
 
 
+def _oversized(record: StreamRecord) -> bool:
+    """Is the record alone past the 6 MB synchronous payload limit?"""
+    buffer = BatchBuffer(batch_size=1)
+    buffer.add(record.record, record_size(record.record))
+    return buffer.size_bytes > buffer.limit_bytes
+
+
 @dataclass
 class _Batch:
     """Records handled together, and what their invocations so far produced. ``through``:
@@ -192,6 +199,13 @@ class ShardConsumer:
             item = work[0]
             await self._drop_expired(item)
             if not item.records:  # all filtered out, or all too old
+                await self._save(item.through)
+                work.popleft()
+                continue
+            if len(item.records) == 1 and _oversized(item.records[0]):
+                # No invocation can carry it (spec §11.3 (D)): discarded, batch size 1.
+                await self.runtime.count(failed_records=1)
+                await self._on_failure(item, item.records, RETRY_ATTEMPTS_EXHAUSTED)
                 await self._save(item.through)
                 work.popleft()
                 continue

@@ -505,3 +505,21 @@ async def test_disable_enable_and_delete_apply_within_seconds(
     await broker.mappings.delete(uuid)
     await until(lambda: not pollers.polling(uuid), timeout=10)
     assert await broker.redis.get(broker.keys.mapping_lease(uuid)) is None
+
+
+async def test_a_record_too_large_for_any_invocation_is_discarded_alone(
+    broker: Broker, redis_client: aioredis.Redis, clock: ManualClock, function: Function
+) -> None:
+    """Spec §11.3: an entry past the 6 MB payload limit cannot be invoked; it goes on
+    failure as RetryAttemptsExhausted with batchSize 1 and the stream moves on."""
+    huge = await add(redis_client, clock, "x" * 5_000_000)  # 6.7 MB once base64-encoded
+    after = await add(redis_client, clock, "small")
+    uuid = await map_stream(
+        broker, DestinationConfig={"OnFailure": {"Destination": "redis-stream:failures"}}
+    )
+    await until(lambda: _equals(checkpoint(broker, uuid), after[0]))
+    assert function.batches() == [after]
+    (record,) = await stream_records(redis_client, "failures")
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    info = record["RedisStreamBatchInfo"]
+    assert (info["startSequenceNumber"], info["batchSize"]) == (huge[0], 1)
