@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     stream_read_block_s: float = Field(default=1.0, gt=0)  # XREAD BLOCK of stream sources
     stream_retry_backoff_s: float = Field(default=1.0, ge=0)  # first retry of a failed batch
     stream_retry_backoff_max_s: float = Field(default=60.0, ge=0)  # retries double up to this
+    amqp_broker_urls: dict[str, str] = Field(default_factory=dict)  # Amazon MQ ARN -> amqp URL
+    amqp_reconnect_max_s: float = Field(default=5.0, gt=0)  # back-off cap while RabbitMQ is away
+    amqp_requeue_failed: bool = False  # reject failed batches with requeue (x-delivery-limit)
     strict: bool = False
     log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
     log_level: str = "info"

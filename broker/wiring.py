@@ -65,5 +65,8 @@ def default_poller_manager(broker: Broker) -> PollerManagerLike:
             stream_read_block_s=settings.stream_read_block_s,
             stream_retry_backoff_s=settings.stream_retry_backoff_s,
             stream_retry_backoff_max_s=settings.stream_retry_backoff_max_s,
+            amqp_broker_urls=dict(settings.amqp_broker_urls),
+            amqp_reconnect_max_s=settings.amqp_reconnect_max_s,
+            amqp_requeue_failed=settings.amqp_requeue_failed,
         ),
     )

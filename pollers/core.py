@@ -8,7 +8,7 @@ broker's internals: it asks the runtime to filter, invoke, count and report.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,13 @@ class PollerSettings:
     stream_read_block_s: float = 1.0
     stream_retry_backoff_s: float = 1.0
     stream_retry_backoff_max_s: float = 60.0
+    # RabbitMQ sources: Amazon MQ broker ARN -> amqp(s):// URL; the back-off while RabbitMQ
+    # is unreachable (doubling up to max); failed batches rejected with requeue (for a
+    # quorum queue's x-delivery-limit) instead of without (the dead-letter exchange).
+    amqp_broker_urls: Mapping[str, str] = field(default_factory=dict)
+    amqp_reconnect_backoff_s: float = 0.5
+    amqp_reconnect_max_s: float = 5.0
+    amqp_requeue_failed: bool = False
 
 
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"

@@ -65,12 +65,14 @@ PollerFactory = Callable[[MappingRuntime, PollerSettings, ThreadPoolExecutor], P
 
 
 def default_poller_factories() -> dict[SourceKind, PollerFactory]:
+    from pollers.amqp import AmqpPoller
     from pollers.redis_streams import RedisStreamPoller
     from pollers.sqs import SqsPoller
 
     return {
         SourceKind.SQS: SqsPoller,
         SourceKind.REDIS_STREAM: RedisStreamPoller,
+        SourceKind.RABBITMQ: AmqpPoller,
     }
 
 
