@@ -35,3 +35,4 @@ bench: venv
 	$(PY) bench/async_throughput.py
 	$(PY) bench/api_invoke.py
 	$(PY) bench/filter.py
+	$(PY) bench/sqs_poller.py

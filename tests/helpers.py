@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,20 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         await asyncio.sleep(interval_s)
+
+
+async def until(
+    predicate: Callable[[], Any], timeout: float = 20, interval_s: float = 0.05
+) -> None:
+    """Wait for ``predicate`` (plain or async) to hold."""
+
+    async def check() -> bool:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        return bool(value)
+
+    await wait_until(check, timeout_s=timeout, interval_s=interval_s)
 
 
 async def stream_records(client: aioredis.Redis, stream: str) -> list[dict[str, Any]]:

@@ -95,7 +95,19 @@ def start_redis(*extra: str) -> RedisServer:
     return RedisServer(port, directory, process)
 
 
-Responder = Callable[[dict[str, Any], dict[str, str]], tuple[int, dict[str, str], bytes]]
+Answer = tuple[int, dict[str, str], bytes]  # a function's reply: status, headers, body
+Responder = Callable[[dict[str, Any], dict[str, str]], Answer]
+
+
+def ok(body: Any = None) -> Answer:
+    """A successful invocation returning ``body``."""
+    return 200, {}, json.dumps(body).encode()
+
+
+def function_error() -> Answer:
+    """An unhandled error, as the Lambda Invoke contract reports it."""
+    error = {"errorMessage": "boom", "errorType": "RuntimeError"}
+    return 200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(error).encode()
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import inspect
 import json
 import subprocess
 import threading
@@ -25,33 +24,11 @@ from kombu.connection import Connection
 from broker import Broker
 from broker.errors import ResourceNotFoundError
 from tests.conftest import BrokerFactory
-from tests.helpers import wait_until
-from tests.servers import LambdaHttpFunction, RabbitServer
+from tests.helpers import until
+from tests.servers import Answer, LambdaHttpFunction, RabbitServer, function_error, ok
 
 Event = dict[str, Any]
-Answer = tuple[int, dict[str, str], bytes]
 MQ_ARN = "arn:aws:mq:us-east-1:000000000000:broker:jobs:b-0a1b2c3d-4e5f-6789-abcd-ef0123456789"
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 20) -> None:
-    """Wait for ``predicate`` (plain or async) to hold."""
-
-    async def check() -> bool:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        return bool(value)
-
-    await wait_until(check, timeout_s=timeout, interval_s=0.05)
-
-
-def ok() -> Answer:
-    return 200, {}, b"null"
-
-
-def function_error() -> Answer:
-    error = {"errorMessage": "boom", "errorType": "RuntimeError"}
-    return 200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(error).encode()
 
 
 class Function:

@@ -8,7 +8,6 @@ ManualClock (``<ms>-<n>``), so record ages are exact and advancing the clock age
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import threading
 import time
@@ -21,33 +20,13 @@ import redis.asyncio as aioredis
 from broker import Broker, ManualClock
 from broker.records import iso_ms
 from tests.conftest import BrokerFactory
-from tests.helpers import stream_records, wait_until
-from tests.servers import LambdaHttpFunction, free_port
+from tests.helpers import stream_records, until
+from tests.servers import Answer, LambdaHttpFunction, free_port, function_error, ok
 
 Event = dict[str, Any]
-Answer = tuple[int, dict[str, str], bytes]
 STREAM = "clicks"
 SOURCE = f"redis-stream:{STREAM}"
 SHARD = "shardId-000000000000"
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 15) -> None:
-    async def check() -> bool:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        return bool(value)
-
-    await wait_until(check, timeout_s=timeout, interval_s=0.02)
-
-
-def ok(body: Any = None) -> Answer:
-    return 200, {}, json.dumps(body).encode()
-
-
-def function_error() -> Answer:
-    error = {"errorMessage": "boom", "errorType": "RuntimeError"}
-    return 200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(error).encode()
 
 
 class Function:

@@ -7,7 +7,6 @@ decides, per test, what the function answers. Queues use a 1-second visibility t
 
 from __future__ import annotations
 
-import inspect
 import json
 import threading
 import time
@@ -19,32 +18,10 @@ import pytest
 
 from broker import Broker
 from tests.conftest import BrokerFactory, aws_client
-from tests.helpers import wait_until
-from tests.servers import LambdaHttpFunction
+from tests.helpers import until
+from tests.servers import Answer, LambdaHttpFunction, function_error, ok
 
 Event = dict[str, Any]
-Answer = tuple[int, dict[str, str], bytes]
-
-
-async def until(predicate: Callable[[], Any], timeout: float) -> None:
-    """Wait for ``predicate`` (plain or async) to hold."""
-
-    async def check() -> bool:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        return bool(value)
-
-    await wait_until(check, timeout_s=timeout, interval_s=0.05)
-
-
-def ok(body: Any = None) -> Answer:
-    return 200, {}, json.dumps(body).encode()
-
-
-def function_error() -> Answer:
-    error = {"errorMessage": "boom", "errorType": "RuntimeError"}
-    return 200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(error).encode()
 
 
 class Function:
