@@ -26,6 +26,7 @@ from broker.delivery import Deliverer, DeliveryPolicy
 from broker.destination import DestinationContext, DestinationFactory, DestinationRegistry
 from broker.dispatcher import Dispatcher, DispatchSettings
 from broker.errors import (
+    RATE_EXCEEDED,
     InvalidParameterValueError,
     ResourceConflictError,
     ResourceNotFoundError,
@@ -56,7 +57,6 @@ from broker.wiring import (
 )
 
 log = structlog.get_logger("sluice.broker")
-RATE_EXCEEDED = "Rate Exceeded."
 
 
 class Broker:

@@ -75,6 +75,9 @@ class RequestTooLargeError(ApiError):
     status = 413
 
 
+RATE_EXCEEDED = "Rate Exceeded."  # AWS's text for every throttle
+
+
 class TooManyRequestsError(ApiError):
     code = "TooManyRequestsException"
     status = 429

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from broker.errors import ConfigError, TooManyRequestsError
+from broker.errors import RATE_EXCEEDED, ConfigError, TooManyRequestsError
 
 log = structlog.get_logger("sluice.guards")
 
@@ -64,6 +64,4 @@ class MemoryAdmission:
             used = int(info.get("used_memory", 0) or 0)
             self._over = maxmemory > 0 and used >= self.ratio * maxmemory
         if self._over:
-            raise TooManyRequestsError(
-                "Rate Exceeded.", Reason="FunctionInvocationRateLimitExceeded"
-            )
+            raise TooManyRequestsError(RATE_EXCEEDED, Reason="FunctionInvocationRateLimitExceeded")

@@ -11,8 +11,9 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from broker.errors import TooManyRequestsError
+from broker.errors import RATE_EXCEEDED, TooManyRequestsError
 from broker.keys import Keys
+from broker.redis_client import as_text
 
 _SCRIPTS = (
     "enqueue",
@@ -28,10 +29,6 @@ _SCRIPTS = (
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -86,9 +83,7 @@ class AsyncQueue:
             args += [request_id, envelope]
         added = int(await self._run("enqueue", function, args))
         if added < 0:
-            raise TooManyRequestsError(
-                "Rate Exceeded.", Reason="FunctionInvocationRateLimitExceeded"
-            )
+            raise TooManyRequestsError(RATE_EXCEEDED, Reason="FunctionInvocationRateLimitExceeded")
         return added
 
     async def claim(
@@ -96,7 +91,7 @@ class AsyncQueue:
     ) -> Claim:
         raw = await self._run("claim", function, [_ms(now), max_events, _ms(lease_s), token])
         reserved, next_due, left = int(raw[0]), int(raw[1]), int(raw[2])
-        events = [(_text(raw[i]), _text(raw[i + 1])) for i in range(4, len(raw), 2)]
+        events = [(as_text(raw[i]), as_text(raw[i + 1])) for i in range(4, len(raw), 2)]
         return Claim(
             reserved=None if reserved < 0 else reserved,
             next_due=next_due / 1000 if next_due else None,
@@ -148,7 +143,7 @@ class AsyncQueue:
         self, function: str, now: float, lease_s: float, max_entries: int
     ) -> list[tuple[str, str]]:
         raw = await self._run("outbox_claim", function, [_ms(now), _ms(lease_s), max_entries])
-        return [(_text(raw[i]), _text(raw[i + 1])) for i in range(0, len(raw), 2)]
+        return [(as_text(raw[i]), as_text(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     async def outbox_extend(self, function: str, outbox_ids: list[str], expiry: float) -> None:
         """Renew the delivery lease of entries this process is still delivering."""

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from broker.errors import RATE_EXCEEDED
 from broker.models import Condition, Envelope
 
 ERROR_MESSAGE_LIMIT_BYTES = 1024
@@ -65,7 +66,7 @@ def truncate_utf8(text: str, limit_bytes: int = ERROR_MESSAGE_LIMIT_BYTES) -> st
 def dead_letter_error(envelope: Envelope, condition: Condition) -> tuple[int, str]:
     """``ErrorCode`` and ``ErrorMessage`` for a DLQ message (spec §6)."""
     if condition == "ZeroReservedConcurrency":
-        return 429, "Rate Exceeded."
+        return 429, RATE_EXCEEDED
     result = envelope.last_result
     if envelope.consecutive_throttles > 0 or result is None:
         result = envelope.last_rejection

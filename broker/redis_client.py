@@ -21,3 +21,8 @@ def connect(url: str | None) -> aioredis.Redis:
     server = fakeredis.FakeServer()
     client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=server)
     return client
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply (bytes, or str with ``decode_responses``) as text."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -19,6 +19,7 @@ from broker.filters import HARD_MAX_FILTERS, RecordFilter
 from broker.mappings.model import EventSourceMapping
 from broker.models import InvokeResult
 from broker.payloads import SYNC_PAYLOAD_LIMIT_BYTES
+from broker.redis_client import as_text
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -196,8 +197,4 @@ class MappingRuntime:
 
     async def stats(self) -> dict[str, int]:
         raw = await self.broker.redis.hgetall(self._stats_key)
-        return {_text(k): int(v) for k, v in raw.items()}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return {as_text(k): int(v) for k, v in raw.items()}

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from broker.api import schemas
 from broker.core import Broker
-from broker.errors import ServiceError, TooManyRequestsError, ValidationError
+from broker.errors import RATE_EXCEEDED, ServiceError, TooManyRequestsError, ValidationError
 
 INVOCATION_TYPES = ("Event", "RequestResponse", "DryRun")
 
@@ -36,7 +36,7 @@ def router(broker: Broker) -> APIRouter:
         request_id = str(uuid.uuid4())
         result = await broker.invoke(FunctionName, payload, Qualifier, request_id=request_id)
         if result.outcome == "throttle":
-            raise TooManyRequestsError("Rate Exceeded.")
+            raise TooManyRequestsError(RATE_EXCEEDED)
         if result.outcome == "system_error":
             raise ServiceError(result.error_message or "the function could not be invoked")
         headers = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import httpx
 
 from broker import defaults
+from broker.errors import RATE_EXCEEDED
 from broker.invokers.base import Invocation, error_object, timeout_result
 from broker.models import InvokeResult
 
@@ -96,7 +97,7 @@ class HttpInvoker:
             return InvokeResult(
                 outcome="throttle",
                 status_code=429,
-                error_message=response.text or "Rate Exceeded.",
+                error_message=response.text or RATE_EXCEEDED,
                 retry_after_s=_retry_after(response.headers.get("Retry-After")),
             )
         return InvokeResult(

@@ -64,6 +64,7 @@ from broker.mappings.model import (
 )
 from broker.mappings.validate import MAX_FILTERS_LIMIT, validate_create, validate_update
 from broker.models import LATEST
+from broker.redis_client import as_text
 
 FunctionExists = Callable[[str], Awaitable[bool]]
 SourceCheck = Callable[[MappingConfig], Awaitable[None]]
@@ -92,10 +93,6 @@ def function_checker(store: FunctionStore) -> FunctionExists:
         return config is not None and config.resolve(qualifier or LATEST) is not None
 
     return exists
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class MappingService:
@@ -350,7 +347,7 @@ class MappingService:
             self.keys.mapping_transitions, "-inf", round(self._now() * 1000)
         )
         for raw in due:
-            await self._settle(_text(cast(bytes | str, raw)))
+            await self._settle(as_text(cast(bytes | str, raw)))
         return len(due)
 
     # -- internals ----------------------------------------------------------------------------
@@ -384,11 +381,11 @@ class MappingService:
         self, pipe: Pipeline, pair: str, mapping: EventSourceMapping
     ) -> None:
         holder = await pipe.hget(self.keys.mapping_pairs, pair)
-        if holder is None or _text(holder) == mapping.uuid:
+        if holder is None or as_text(holder) == mapping.uuid:
             return
-        if await self._read(pipe, _text(holder)) is None:
+        if await self._read(pipe, as_text(holder)) is None:
             return  # a stale index entry
-        arn, name, other = mapping.event_source_arn, mapping.function_name, _text(holder)
+        arn, name, other = mapping.event_source_arn, mapping.function_name, as_text(holder)
         if mapping.source_kind is SourceKind.SQS:
             message = f'An event source mapping with SQS arn (" {arn} ") and function (" {name} ")'
             message += " already exists."
@@ -437,7 +434,7 @@ class MappingService:
                     p.hdel(self.keys.mappings, uuid)
                     p.zrem(self.keys.mapping_transitions, uuid)
                     p.delete(self.keys.mapping_stats(uuid), self.keys.mapping_checkpoint(uuid))
-                    if holder is not None and _text(holder) == uuid:
+                    if holder is not None and as_text(holder) == uuid:
                         p.hdel(self.keys.mapping_pairs, pair)
 
                 return remove
