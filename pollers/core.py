@@ -146,9 +146,14 @@ class MappingRuntime:
     """One mapping as its poller sees it: the filters, the function call, the counters and
     ``LastProcessingResult`` (written only when it changes)."""
 
-    def __init__(self, broker: Broker, mapping: EventSourceMapping) -> None:
+    def __init__(
+        self, broker: Broker, mapping: EventSourceMapping, lease_token: str | None = None
+    ) -> None:
         self.broker = broker
         self.mapping = mapping
+        # The token of the lease this process holds on the mapping: state a poller keeps in
+        # Redis (a stream checkpoint) is written only while the lease is still its own.
+        self.lease_token = lease_token
         self.filter = RecordFilter(
             mapping.filter_patterns, mapping.source_kind, max_filters=HARD_MAX_FILTERS
         )

@@ -205,7 +205,7 @@ class PollerManager:
                 await self._start_one(mapping)
 
     async def _start_one(self, mapping: EventSourceMapping) -> None:
-        runtime = MappingRuntime(self.broker, mapping)
+        runtime = MappingRuntime(self.broker, mapping, self.token)
         if mapping.last_processing_result == NO_POLLER_RESULT:
             await runtime.report(NO_RECORDS)
         poller = self.factories[mapping.source_kind](runtime, self.settings, self._executor)

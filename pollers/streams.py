@@ -83,6 +83,15 @@ def _oversized(record: StreamRecord) -> bool:
     return buffer.size_bytes > buffer.limit_bytes
 
 
+_FENCED_SAVE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
 @dataclass
 class _Batch:
     """Records handled together, and what their invocations so far produced. ``through``:
@@ -125,6 +134,8 @@ class ShardConsumer:
         self.broker = runtime.broker
         self.policy = StreamPolicy.of(self.mapping, settings)
         self._checkpoint_key = self.broker.keys.mapping_checkpoint(self.mapping.uuid)
+        self._lease_key = self.broker.keys.mapping_lease(self.mapping.uuid)
+        self._fenced_save = self.broker.redis.register_script(_FENCED_SAVE)
         self._carry: deque[tuple[StreamRecord, bool]] = deque()  # read, not yet batched
         self.log = self.runtime.log.bind(stream=self.shard.stream_arn, shard=self.shard.shard_id)
 
@@ -145,7 +156,19 @@ class ShardConsumer:
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def _save(self, sequence: str) -> None:
-        await self.broker.redis.hset(self._checkpoint_key, self.shard.shard_id, sequence)
+        """Move the checkpoint, only while this process still holds the mapping's lease: a
+        poller that lost it (stalled past its TTL) must not move a new owner's back."""
+        token = self.runtime.lease_token
+        if token is None:  # not run by a manager (no lease to honour)
+            await self.broker.redis.hset(self._checkpoint_key, self.shard.shard_id, sequence)
+            return
+        saved = await self._fenced_save(
+            keys=[self._lease_key, self._checkpoint_key],
+            args=[token, self.shard.shard_id, sequence],
+        )
+        if not saved:
+            self.log.warning("checkpoint_refused_lease_lost", sequence=sequence)
+            self.stopping.set()
 
     async def _consume(self) -> None:
         self._carry.clear()

@@ -502,3 +502,21 @@ async def test_a_record_too_large_for_any_invocation_is_discarded_alone(
     assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
     info = record["RedisStreamBatchInfo"]
     assert (info["startSequenceNumber"], info["batchSize"]) == (huge[0], 1)
+
+
+async def test_a_poller_that_lost_its_lease_cannot_move_the_checkpoint(
+    broker: Broker, redis_client: aioredis.Redis, clock: ManualClock, function: Function
+) -> None:
+    """Another process owns the mapping now (this one stalled past its lease): whatever
+    this poller still delivers, the checkpoint stays the new owner's to move."""
+    first = await add(redis_client, clock, "a")
+    uuid = await map_stream(broker)
+    await until(lambda: _equals(checkpoint(broker, uuid), first[0]))
+    await redis_client.set(broker.keys.mapping_lease(uuid), "another-process")
+    clock.advance(1)
+    await add(redis_client, clock, "b")
+    pollers = broker.pollers
+    assert pollers is not None
+    await until(lambda: not pollers.polling(uuid), timeout=10)
+    assert await checkpoint(broker, uuid) == first[0]
+    assert await redis_client.get(broker.keys.mapping_lease(uuid)) == b"another-process"
