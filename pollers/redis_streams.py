@@ -21,7 +21,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from broker.keys import Keys
 from pollers.core import MappingRuntime, PollerSettings
-from pollers.streams import ShardConsumer, ShardInfo, StreamReadError, StreamRecord
+from pollers.stream_decisions import ShardInfo, StreamReadError, StreamRecord
+from pollers.streams import ShardConsumer
 
 __all__ = [
     "SHARD_ID",

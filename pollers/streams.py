@@ -4,8 +4,8 @@ record age, the on-failure record and the checkpoint.
 
 A source brings a :class:`ShardReader` (where reading starts and the next records, already
 in Lambda's record shape) and a :class:`ShardInfo`; :class:`ShardConsumer` does the rest.
-"What happens next?" is answered by the pure functions of :mod:`pollers.stream_decisions`
-(re-exported here); the consumer applies their answers to Redis and the function.
+"What happens next?" is answered by the pure functions of :mod:`pollers.stream_decisions`;
+the consumer applies their answers to Redis and the function.
 
 Checkpoints (``P:{esm}:checkpoint:UUID``, shard id -> sequence number) move after every
 fully handled batch or part of one: invoked with success, filtered out, or sent on failure.
@@ -37,43 +37,20 @@ from pollers.core import (
     record_size,
 )
 from pollers.stream_decisions import (
-    INVALID,
     RECORD_AGE_EXCEEDED,
     RETRY_ATTEMPTS_EXHAUSTED,
-    Decision,
-    Outcome,
     ShardInfo,
     ShardReader,
     StreamPolicy,
-    StreamReadError,
     StreamRecord,
     classify,
     decide,
     expired_count,
-    failure_index,
     on_failure_record,
     retry_delay_s,
 )
 
-__all__ = [
-    "INVALID",
-    "RECORD_AGE_EXCEEDED",
-    "RETRY_ATTEMPTS_EXHAUSTED",
-    "Decision",
-    "Outcome",
-    "ShardConsumer",
-    "ShardInfo",
-    "ShardReader",
-    "StreamPolicy",
-    "StreamReadError",
-    "StreamRecord",
-    "classify",
-    "decide",
-    "expired_count",
-    "failure_index",
-    "on_failure_record",
-    "retry_delay_s",
-]
+__all__ = ["ShardConsumer"]
 
 
 def _oversized(record: StreamRecord) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from broker.models import InvokeResult
 from pollers.redis_streams import arrival_s, redis_stream_record, start_after
-from pollers.streams import (
+from pollers.stream_decisions import (
     INVALID,
     RECORD_AGE_EXCEEDED,
     RETRY_ATTEMPTS_EXHAUSTED,
