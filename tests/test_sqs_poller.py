@@ -118,6 +118,18 @@ async def map_queue(broker: Broker, arn: str, **fields: Any) -> str:
     return str((await broker.mappings.create(body))["UUID"])
 
 
+async def counters(broker: Broker, uuid: str) -> dict[str, int]:
+    raw = await broker.redis.hgetall(broker.keys.mapping_stats(uuid))
+    return {key.decode(): int(value) for key, value in raw.items()}
+
+
+async def counter(broker: Broker, uuid: str, name: str, value: int) -> bool:
+    """Has counter ``name`` reached ``value`` (never passing it: more is a failure)?"""
+    current = (await counters(broker, uuid)).get(name, 0)
+    assert current <= value, f"{name} = {current} > {value}"
+    return current == value
+
+
 async def drained(sqs: Any, url: str) -> bool:
     return queue_counts(sqs, url) == (0, 0)
 
@@ -133,7 +145,9 @@ async def test_batches_by_size_and_deletes_what_succeeded(
     await until(lambda: drained(sqs, url), timeout=10)
     assert sorted(function.bodies()) == sorted(bodies)
     assert all(1 <= len(event["Records"]) <= 10 for event in function.events)
-    stats = await broker.pollers.running[uuid].poller.runtime.stats()  # type: ignore[union-attr]
+    # The queue empties a moment before the poller counts the deletion: wait for the count.
+    await until(lambda: counter(broker, uuid, "deleted", 25), timeout=10)
+    stats = await counters(broker, uuid)
     assert stats["polled"] == 25 and stats["deleted"] == 25 and "filtered_out" not in stats
     mapping = await broker.mappings.get(uuid)
     assert mapping["LastProcessingResult"] == "OK"
@@ -204,7 +218,8 @@ async def test_filtered_out_messages_are_deleted(
     uuid = await map_queue(broker, arn, FilterCriteria={"Filters": [{"Pattern": pattern}]})
     await until(lambda: drained(sqs, url), timeout=20)
     assert sorted(function.bodies()) == sorted(keep)
-    stats = await broker.pollers.running[uuid].poller.runtime.stats()  # type: ignore[union-attr]
+    await until(lambda: counter(broker, uuid, "deleted", 7), timeout=10)
+    stats = await counters(broker, uuid)
     assert stats["filtered_out"] == 4 and stats["deleted"] == 7
 
 
@@ -440,8 +455,9 @@ async def test_a_restart_loses_no_message_and_deletes_none_twice(
     )
     await until(lambda: drained(sqs, url), timeout=30)
     assert sorted(function.bodies()) == sorted(bodies)  # each exactly once
-    stats = await second.redis.hgetall(second.keys.mapping_stats(uuid))
-    assert int(stats[b"deleted"]) == 30 and int(stats[b"polled"]) == 30
+    await until(lambda: counter(second, uuid, "deleted", 30), timeout=10)
+    stats = await counters(second, uuid)
+    assert stats["deleted"] == 30 and stats["polled"] == 30
 
 
 async def test_processes_share_mappings_and_take_over_a_dead_ones(
