@@ -19,7 +19,6 @@ from broker.filters import HARD_MAX_FILTERS, RecordFilter
 from broker.mappings.model import EventSourceMapping
 from broker.models import InvokeResult
 from broker.payloads import SYNC_PAYLOAD_LIMIT_BYTES
-from broker.redis_client import as_text
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -199,7 +198,3 @@ class MappingRuntime:
             return
         self._last_result = result
         await self.broker.mappings.record_processing_result(self.mapping.uuid, result)
-
-    async def stats(self) -> dict[str, int]:
-        raw = await self.broker.redis.hgetall(self._stats_key)
-        return {as_text(k): int(v) for k, v in raw.items()}

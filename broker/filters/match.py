@@ -54,15 +54,7 @@ def match_object(matcher: ObjectMatcher, value: Any) -> bool:
     """Does ``value`` (an event object, array of objects, scalar or missing) match?"""
     if type(value) is dict:
         return _match_dict(matcher, value)
-    if value is UNDECODABLE:
-        return False
-    if isinstance(value, list):
-        elements = list(_iter_objects(value))
-        if elements:
-            # Array-consistent matching (rule 6): one element must satisfy the whole sub-pattern.
-            return any(_match_dict(matcher, element) for element in elements)
-    # A scalar, missing node or array without objects: every leaf below is missing (rule 2).
-    return _match_dict(matcher, _EMPTY)
+    return object_node(lambda element: _match_dict(matcher, element), value)
 
 
 def _iter_objects(values: list[Any]) -> Iterator[dict[str, Any]]:
@@ -95,12 +87,20 @@ def _match_leaf(leaf: LeafMatcher, value: Any) -> bool:
     if value is UNDECODABLE:
         return False
     if isinstance(value, list):
-        scalars = list(iter_scalars(value))
-        if not scalars:
-            return leaf.exists_false  # an empty array (or one of objects) has no leaf values
-        if leaf.exists_true:
-            return True
-        return any(leaf.test(item) for item in scalars)
+        saw_scalar = False
+        for item in value:
+            item_kind = type(item)
+            if item_kind in _SCALARS:
+                if leaf.exists_true or leaf.test(item):
+                    return True
+                saw_scalar = True
+            elif item_kind is not dict:  # a nested array: flatten it the long way
+                scalars = list(iter_scalars(value))
+                if not scalars:
+                    return leaf.exists_false
+                return leaf.exists_true or any(leaf.test(scalar) for scalar in scalars)
+        # An empty array (or one of objects) has no leaf values.
+        return leaf.exists_false and not saw_scalar
     if value is _MISSING or isinstance(value, dict):
         return leaf.exists_false  # absent, or an intermediate node (rule 8)
     return leaf.exists_true or leaf.test(value)  # a scalar of a subclassed type
@@ -206,30 +206,20 @@ def _reads_number_text(matcher: ObjectMatcher) -> bool:
 
 def leaf_test(leaf: LeafMatcher) -> Predicate:
     """The leaf's test for any node value: a scalar, an array, an object, missing."""
-    exists_true, exists_false, test = leaf.exists_true, leaf.exists_false, leaf.test
+    exists_true, test = leaf.exists_true, leaf.test
 
     def any_value(value: Any) -> bool:
-        kind = type(value)
-        if kind in _SCALARS:
+        if type(value) in _SCALARS:
             return exists_true or test(value)
-        if kind is list:
-            saw_scalar = False
-            for item in value:
-                item_kind = type(item)
-                if item_kind in _SCALARS:
-                    if exists_true or test(item):
-                        return True
-                    saw_scalar = True
-                elif item_kind is not dict:  # a nested array: flatten it the long way
-                    return _match_leaf(leaf, value)
-            return exists_false and not saw_scalar
         return _match_leaf(leaf, value)
 
     return any_value
 
 
 def object_node(dict_test: Callable[[dict[str, Any]], bool], value: Any) -> bool:
-    """``dict_test`` (one sub-pattern) applied to any node, as :func:`match_object` does."""
+    """``dict_test`` (one sub-pattern) applied to any node: an object; an array, where one
+    object element must satisfy the whole sub-pattern (rule 6, array-consistent); else (a
+    scalar, missing, an array without objects) every leaf below is missing (rule 2)."""
     if type(value) is dict:
         return dict_test(value)
     if value is UNDECODABLE:
