@@ -60,6 +60,9 @@ class PollerSettings:
     # Stream sources: the longest wait of one blocking read (stop is noticed between reads),
     # and the back-off before retrying a failed batch: doubling from base to max (§9.2 (D)).
     stream_read_block_s: float = 1.0
+    # Kinesis / DynamoDB Streams: the pause between GetRecords calls finding nothing (AWS
+    # polls DynamoDB about 4 times a second, Kinesis about once).
+    stream_poll_interval_s: float = 0.25
     stream_retry_backoff_s: float = 1.0
     stream_retry_backoff_max_s: float = 60.0
     # RabbitMQ sources: Amazon MQ broker ARN -> amqp(s):// URL; the back-off while RabbitMQ

@@ -101,6 +101,10 @@ class RedisStreamReader:
         self.position = position
         self.timestamp_s = timestamp_s
         self.after = _START
+        self.ended = False  # a Redis stream is never closed
+
+    def closed(self, ending_sequence: str | None) -> None:
+        """Never called: a Redis stream has one shard, never resharded."""
 
     async def seek(self, checkpoint: str | None) -> str | None:
         if checkpoint is not None:

@@ -20,10 +20,13 @@ __all__ = [
     "RECORD_AGE_EXCEEDED",
     "REPORT_BATCH_ITEM_FAILURES",
     "RETRY_ATTEMPTS_EXHAUSTED",
+    "SHARD_END",
     "Decision",
     "Outcome",
+    "ShardDesc",
     "ShardInfo",
     "ShardReader",
+    "ShardSource",
     "StreamPolicy",
     "StreamReadError",
     "StreamRecord",
@@ -46,25 +49,71 @@ class StreamReadError(SluiceError):
     retriable = True
 
 
+SHARD_END = "SHARD_END"  # the checkpoint of a shard read to its end: its children may start
+
+
 @dataclass(frozen=True, slots=True)
 class StreamRecord:
     sequence: str  # what ``itemIdentifier`` names and checkpoints store
     arrival_s: float  # approximate arrival, epoch seconds: record age is measured from it
     record: dict[str, Any]  # the record as Lambda delivers it
+    # Records with the same key stay in order across ParallelizationFactor lanes: the
+    # partition key (Kinesis), the item's key (DynamoDB).
+    key: str = ""
 
 
 class ShardReader(Protocol):
     """Reads one shard forward; the consumer keeps what it must retry in memory."""
 
+    @property
+    def ended(self) -> bool:
+        """The shard is closed and every record in it has been read: nothing more comes."""
+        ...
+
     async def seek(self, checkpoint: str | None) -> str | None:
         """Read next after ``checkpoint``, or from the StartingPosition when None; returns a
-        position to store as the first checkpoint (LATEST pinned to the current end)."""
+        position to store as the first checkpoint (LATEST pinned to the current end). The
+        checkpoint is what an earlier ``seek`` returned or a record's ``sequence``."""
         ...
 
     async def read(self, limit: int, wait_s: float) -> list[StreamRecord]:
         """Up to ``limit`` next records, waiting at most ``wait_s`` for the first; raises
         :class:`StreamReadError`."""
         ...
+
+    def closed(self, ending_sequence: str | None) -> None:
+        """The shard was found closed (resharded), its last record ``ending_sequence``."""
+        ...
+
+
+@dataclass(frozen=True)
+class ShardDesc:
+    """A shard as the source lists it."""
+
+    shard_id: str
+    parents: tuple[str, ...] = ()  # ParentShardId, AdjacentParentShardId
+    ending_sequence: str | None = None  # set once the shard is closed
+
+    @property
+    def closed(self) -> bool:
+        return self.ending_sequence is not None
+
+
+class ShardSource(Protocol):
+    """A stream with shards (Kinesis, DynamoDB Streams): what the shard coordinator lists,
+    leases and reads."""
+
+    stream_arn: str
+    batch_info_key: str  # KinesisBatchInfo, DDBStreamBatchInfo
+    arrival_text: Callable[[float], str]  # the on-failure record's arrival times
+
+    async def shards(self) -> list[ShardDesc]:
+        """Every shard the stream still has, open and closed; raises StreamReadError."""
+        ...
+
+    def reader(self, shard: ShardDesc) -> ShardReader: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
