@@ -204,6 +204,7 @@ class Deliverer:
                 payload=entry["payload"],
                 error_code=spec.get("errorCode", 200),
                 error_message=spec.get("errorMessage", ""),
+                source=entry.get("source"),  # stream entries: the mapping and shard (§9.2)
             )
             failed = await self._deliver_target(delivery.target, [(entry["id"], delivery)])
             if not failed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -35,6 +35,9 @@ class Delivery:
     error_code: int = 200
     error_message: str = ""
     record_json: str = ""  # ``record`` already serialised, when at hand
+    # Where an event-source-mapping record comes from (``eventSourceArn``, ``mappingUuid``,
+    # ``shardId``, ``startSequenceNumber``, ``endSequenceNumber``); None for async records.
+    source: Mapping[str, str] | None = None
 
     def record_text(self) -> str:
         return self.record_json or json.dumps(self.record)
