@@ -160,3 +160,12 @@ class Keys:
     def mapping_checkpoint(self, uuid: str) -> str:
         """Hash: shard id -> sequence number a stream mapping resumes after."""
         return f"{self.prefix}:{{esm}}:checkpoint:{uuid}"
+
+    def mapping_windows(self, uuid: str) -> str:
+        """Hash: shard id -> the open tumbling window (JSON: start, state) at the checkpoint."""
+        return f"{self.prefix}:{{esm}}:windows:{uuid}"
+
+    def shard_lease(self, uuid: str, shard_id: str) -> str:
+        """String: the lease token of the process reading shard ``shard_id`` of mapping
+        ``uuid`` (Kinesis, DynamoDB Streams)."""
+        return f"{self.prefix}:{{esm}}:lease:{uuid}:{shard_id}"

@@ -164,13 +164,17 @@ class MappingRuntime:
         self.log = log.bind(esm=mapping.uuid, function=mapping.function_name)
 
     async def invoke(
-        self, records: Sequence[dict[str, Any]], request_id: str | None = None
+        self,
+        records: Sequence[dict[str, Any]],
+        request_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> InvokeResult:
-        """Invoke the function synchronously with ``{"Records": records}``. A missing
-        function or version is a ``system_error`` result (spec §7.4: a pre-invocation error).
-        Counts ``invoked`` (and its records) when the function ran, ``failed`` when it did
-        not succeed; a throttle is left to the poller, which tries again."""
-        payload = json.dumps({"Records": list(records)})
+        """Invoke the function synchronously with ``{"Records": records}`` (and the ``extra``
+        fields of a tumbling window). A missing function or version is a ``system_error``
+        result (spec §7.4: a pre-invocation error). Counts ``invoked`` (and its records)
+        when the function ran, ``failed`` when it did not succeed; a throttle is left to the
+        poller, which tries again."""
+        payload = json.dumps({"Records": list(records), **(extra or {})})
         try:
             result = await self.broker.invoke(
                 self.mapping.function_ref, payload, request_id=request_id
@@ -194,6 +198,10 @@ class MappingRuntime:
             for name, value in fields.items():
                 pipe.hincrby(self._stats_key, name, value)
             await pipe.execute()
+
+    async def gauge(self, name: str, value: int) -> None:
+        """Set a gauge in the mapping's stats (the iterator age of a shard, say)."""
+        await self.broker.redis.hset(self._stats_key, name, value)
 
     async def report(self, result: str) -> None:
         """Set ``LastProcessingResult`` (one write per change, not per batch)."""

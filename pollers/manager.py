@@ -9,6 +9,10 @@ Every ``refresh_s`` the manager reads the mappings from Redis and:
 * takes unowned mappings up to its fair share: the mappings divided by the live managers
   (``P:{esm}:pollers``, heartbeats with the same TTL), so a dead process's mappings are
   picked up within ``lease_ttl_s`` + ``refresh_s`` and a new process soon gets its part.
+
+Pollers whose factory is ``shared`` (Kinesis, DynamoDB Streams: :mod:`pollers.shards`) run
+in every process instead and lease the stream's shards themselves, with the same TTL and
+fair-share rule.
 """
 
 from __future__ import annotations
@@ -190,12 +194,16 @@ class PollerManager:
             elif mapping is None or _config(mapping) != _config(running.mapping):
                 log.info("poller_changed", esm=key, gone=mapping is None)
                 self._begin_stop(key)
-        share = math.ceil(len(wanted) / members)
-        while len(self.running) > share:  # a process joined: hand the newest over
-            self._begin_stop(next(reversed(self.running)))
+        for key, mapping in wanted.items():  # shared: every process runs one, leasing parts
+            if self._shared(mapping) and not self.polling(key):
+                await self._start_one(mapping)
+        exclusive = {k: m for k, m in wanted.items() if not self._shared(m)}
+        share = math.ceil(len(exclusive) / members)
+        while len(mine := [k for k in self.running if k in self._held]) > share:
+            self._begin_stop(mine[-1])  # a process joined: hand the newest over
         ttl_ms = int(self.settings.lease_ttl_s * 1000)
-        for key, mapping in wanted.items():
-            if len(self.running) >= share:
+        for key, mapping in exclusive.items():
+            if sum(1 for k in self.running if k in self._held) >= share:
                 break
             if self.polling(key):
                 continue
@@ -203,6 +211,11 @@ class PollerManager:
             if await self.broker.redis.set(lease, self.token, nx=True, px=ttl_ms):
                 self._held.add(key)
                 await self._start_one(mapping)
+
+    def _shared(self, mapping: EventSourceMapping) -> bool:
+        """Does every process run this mapping's poller (which leases its own parts, the
+        shards of a stream) rather than one process holding the mapping's lease?"""
+        return bool(getattr(self.factories[mapping.source_kind], "shared", False))
 
     async def _start_one(self, mapping: EventSourceMapping) -> None:
         runtime = MappingRuntime(self.broker, mapping, self.token)

@@ -5,6 +5,7 @@ on-failure record (:func:`on_failure_record`). :mod:`pollers.streams` applies th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -36,6 +37,8 @@ __all__ = [
     "failure_index",
     "on_failure_record",
     "retry_delay_s",
+    "window_start",
+    "window_state",
 ]
 
 RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
@@ -138,6 +141,8 @@ class StreamPolicy:
     report_item_failures: bool = False
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 60.0
+    lanes: int = 1  # ParallelizationFactor: batches of one shard in flight at once
+    tumbling_window_s: int = 0  # TumblingWindowInSeconds (0: no windows)
 
     @classmethod
     def of(cls, mapping: EventSourceMapping, settings: PollerSettings) -> StreamPolicy:
@@ -154,6 +159,9 @@ class StreamPolicy:
             in (mapping.function_response_types or []),
             retry_backoff_s=settings.stream_retry_backoff_s,
             retry_backoff_max_s=settings.stream_retry_backoff_max_s,
+            # A window's state belongs to the shard, so a windowed shard has one lane.
+            lanes=1 if mapping.tumbling_window_in_seconds else mapping.parallelization_factor or 1,
+            tumbling_window_s=mapping.tumbling_window_in_seconds or 0,
         )
 
 
@@ -191,10 +199,19 @@ def failure_index(payload: str | None, sequences: Sequence[str]) -> int | None:
     return min(index for index, sequence in enumerate(sequences) if sequence in failed)
 
 
-def classify(result: InvokeResult, sequences: Sequence[str], report_item_failures: bool) -> Outcome:
+def classify(
+    result: InvokeResult,
+    sequences: Sequence[str],
+    report_item_failures: bool,
+    needs_state: bool = False,
+) -> Outcome:
+    """``needs_state``: a tumbling window's invocation, whose response must carry ``state``
+    (an object) or it failed."""
     if result.outcome in ("throttle", "system_error"):
         return Outcome("rejected")
     if result.outcome != "success":
+        return Outcome("failed")
+    if needs_state and window_state(result.payload) is None:
         return Outcome("failed")
     if not report_item_failures:
         return Outcome("success")
@@ -204,6 +221,21 @@ def classify(result: InvokeResult, sequences: Sequence[str], report_item_failure
     if index == INVALID:
         return Outcome("failed")
     return Outcome("partial", index)
+
+
+def window_state(payload: str | None) -> dict[str, Any] | None:
+    """The ``state`` object a tumbling window's response carries; None when it has none."""
+    try:
+        response = json.loads(payload or "")
+    except ValueError:
+        return None
+    state = response.get("state") if isinstance(response, dict) else None
+    return state if isinstance(state, dict) else None
+
+
+def window_start(arrival_s: float, window_s: int) -> float:
+    """The start of the tumbling window an arrival time falls in (epoch seconds)."""
+    return float(int(arrival_s // window_s) * window_s)
 
 
 def decide(outcome: Outcome, size: int, attempts: int, policy: StreamPolicy) -> Decision:

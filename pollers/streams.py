@@ -1,99 +1,98 @@
-"""The stream core every stream source shares (spec §8, §9.2): batches of ordered records
-from ONE shard, retries with back-off, bisect on function error, partial batch responses,
-record age, the on-failure record and the checkpoint.
+"""The stream core every stream source shares (spec §8, §9.2): ordered records from ONE
+shard, read ahead and handed to ``ParallelizationFactor`` lanes (:mod:`pollers.stream_lane`:
+batches, retries, bisect, partial batch responses, record age, on-failure, tumbling
+windows), and the shard's checkpoint.
 
-A source brings a :class:`ShardReader` (where reading starts and the next records, already
-in Lambda's record shape) and a :class:`ShardInfo`; :class:`ShardConsumer` does the rest.
-"What happens next?" is answered by the pure functions of :mod:`pollers.stream_decisions`;
-the consumer applies their answers to Redis and the function.
+A source brings a :class:`ShardReader` (where reading starts, the next records in Lambda's
+shape, whether the shard has ended) and a :class:`ShardInfo`; :class:`ShardConsumer` does
+the rest. Records with the same key go to the same lane, so order per key holds while up
+to N batches of the shard are in flight.
 
-Checkpoints (``P:{esm}:checkpoint:UUID``, shard id -> sequence number) move after every
-fully handled batch or part of one: invoked with success, filtered out, or sent on failure.
-Reading resumes after the checkpoint, so a restart re-delivers at most the batch in flight.
+Checkpoints (``P:{esm}:checkpoint:UUID``, shard id -> sequence number) move to the last
+record of the leading run of fully handled records (invoked with success, filtered out, or
+sent on failure), so a restart resumes after it, re-delivering at most what was in flight
+and never skipping. A shard read to its end gets :data:`SHARD_END`: its children may start.
+A checkpoint is written only while this process holds the lease it is fenced by.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
-import uuid
+import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
-from broker.dead_letters import dead_letter_entry
-from broker.destination import scheme_of
-from broker.models import InvokeResult
-from broker.queue import OutboxDone
-from broker.records import iso_ms, parse_body
-from pollers.core import (
-    FUNCTION_CALL_FAILED,
-    OK,
-    BatchBuffer,
-    MappingRuntime,
-    PollerSettings,
-    record_size,
-)
+from pollers.core import MappingRuntime, PollerSettings
 from pollers.stream_decisions import (
-    RECORD_AGE_EXCEEDED,
-    RETRY_ATTEMPTS_EXHAUSTED,
+    SHARD_END,
     ShardInfo,
     ShardReader,
     StreamPolicy,
     StreamRecord,
-    classify,
-    decide,
-    expired_count,
-    on_failure_record,
-    retry_delay_s,
 )
+from pollers.stream_lane import Lane, Window
 
-__all__ = ["ShardConsumer"]
+__all__ = ["Fence", "ShardConsumer"]
 
-
-def _oversized(record: StreamRecord) -> bool:
-    """Is the record alone past the 6 MB synchronous payload limit?"""
-    buffer = BatchBuffer(batch_size=1)
-    buffer.add(record.record, record_size(record.record))
-    return buffer.size_bytes > buffer.limit_bytes
-
-
+# Checkpoint and window together, only while KEYS[1] (the lease) holds ARGV[1]; an empty
+# sequence or window leaves that one as it is.
 _FENCED_SAVE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-  return 1
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
 end
-return 0
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+end
+return 1
 """
 
 
-@dataclass
-class _Batch:
-    """Records handled together, and what their invocations so far produced. ``through``:
-    the checkpoint once all are handled (past filtered-out records read with them)."""
+@dataclass(frozen=True)
+class Fence:
+    """The lease a checkpoint is fenced by: written only while ``key`` holds ``token``."""
 
-    records: list[StreamRecord]
-    through: str
-    attempts: int = 0  # failed attempts counted against MaximumRetryAttempts
-    invokes: int = 0  # invocations of this batch (approximateInvokeCount)
-    rejections: int = 0  # throttles and system errors in a row
-    last: InvokeResult | None = None
-    request_id: str = ""
+    key: str
+    token: str
 
-    def halves(self) -> tuple[_Batch, _Batch]:
-        middle = len(self.records) // 2
-        first, second = self.records[:middle], self.records[middle:]
-        return (
-            _Batch(first, first[-1].sequence, self.attempts),
-            _Batch(second, self.through, self.attempts),
-        )
+
+class _Progress:
+    """Records read, in order, and which are fully handled; the checkpoint may move to the
+    last record of the leading run of handled ones."""
+
+    def __init__(self) -> None:
+        self._sequences: deque[str] = deque()
+        self._first = 0  # index of _sequences[0]
+        self._done: set[int] = set()
+
+    def add(self, sequence: str) -> int:
+        self._sequences.append(sequence)
+        return self._first + len(self._sequences) - 1
+
+    def finish(self, indices: list[int]) -> None:
+        self._done.update(indices)
+
+    def advance(self) -> str | None:
+        """The new checkpoint, if the leading run grew."""
+        last = None
+        while self._sequences and self._first in self._done:
+            self._done.discard(self._first)
+            last = self._sequences.popleft()
+            self._first += 1
+        return last
+
+    @property
+    def pending(self) -> int:
+        return len(self._sequences)
 
 
 class ShardConsumer:
-    """Reads one shard for one mapping and hands its records to the function, in order,
-    until :meth:`stop`; the invocation in hand finishes, a pending retry does not wait."""
+    """Reads one shard for one mapping and hands its records to the function, in order per
+    key, until :meth:`stop` or the shard's end (:attr:`finished`); the invocations in hand
+    finish, a pending retry does not wait."""
 
     def __init__(
         self,
@@ -101,243 +100,178 @@ class ShardConsumer:
         settings: PollerSettings,
         reader: ShardReader,
         shard: ShardInfo,
+        fence: Fence | None = None,
     ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.reader = reader
         self.shard = shard
         self.stopping = asyncio.Event()
+        self.finished = False  # the shard was read to its end and SHARD_END saved
         self.mapping = runtime.mapping
         self.broker = runtime.broker
         self.policy = StreamPolicy.of(self.mapping, settings)
-        self._checkpoint_key = self.broker.keys.mapping_checkpoint(self.mapping.uuid)
-        self._lease_key = self.broker.keys.mapping_lease(self.mapping.uuid)
+        keys = self.broker.keys
+        if fence is None and runtime.lease_token is not None:  # the mapping's own lease
+            fence = Fence(keys.mapping_lease(self.mapping.uuid), runtime.lease_token)
+        self.fence = fence
+        self._checkpoint_key = keys.mapping_checkpoint(self.mapping.uuid)
+        self._windows_key = keys.mapping_windows(self.mapping.uuid)
         self._fenced_save = self.broker.redis.register_script(_FENCED_SAVE)
-        self._carry: deque[tuple[StreamRecord, bool]] = deque()  # read, not yet batched
+        self._progress = _Progress()
+        self._progressed = asyncio.Event()
+        self._saving = asyncio.Lock()
+        self._lanes: list[Lane] = []
+        self.window_snapshot = ""  # the open window's JSON, saved with the next checkpoint
         self.log = self.runtime.log.bind(stream=self.shard.stream_arn, shard=self.shard.shard_id)
 
     def stop(self) -> None:
         self.stopping.set()
+        for lane in self._lanes:
+            lane.stop()
 
     async def run(self) -> None:
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and not self.finished:
             try:
                 await self._consume()
             except Exception as exc:  # Redis restarting, the source gone: start over
                 self.log.warning("stream_poll_failed", error=repr(exc))
                 await self.runtime.report(f"PROBLEM: Error occurred while reading: {exc}")
-                await self._sleep(self.settings.throttle_backoff_max_s)
+                await self.sleep(self.settings.throttle_backoff_max_s)
 
     async def checkpoint(self) -> str | None:
         raw = await self.broker.redis.hget(self._checkpoint_key, self.shard.shard_id)
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    async def _save(self, sequence: str) -> None:
-        """Move the checkpoint, only while this process still holds the mapping's lease: a
-        poller that lost it (stalled past its TTL) must not move a new owner's back."""
-        token = self.runtime.lease_token
-        if token is None:  # not run by a manager (no lease to honour)
-            await self.broker.redis.hset(self._checkpoint_key, self.shard.shard_id, sequence)
+    async def _save(self, sequence: str, window: str = "") -> None:
+        """Move the checkpoint (and the open window with it), only while this process still
+        holds its lease: a poller that lost it (stalled past its TTL) must not move a new
+        owner's back."""
+        redis, shard_id = self.broker.redis, self.shard.shard_id
+        if self.fence is None:  # not run by a manager (no lease to honour)
+            async with redis.pipeline(transaction=True) as pipe:
+                if sequence:
+                    pipe.hset(self._checkpoint_key, shard_id, sequence)
+                if window:
+                    pipe.hset(self._windows_key, shard_id, window)
+                await pipe.execute()
             return
         saved = await self._fenced_save(
-            keys=[self._lease_key, self._checkpoint_key],
-            args=[token, self.shard.shard_id, sequence],
+            keys=[self.fence.key, self._checkpoint_key, self._windows_key],
+            args=[self.fence.token, shard_id, sequence, window],
         )
         if not saved:
             self.log.warning("checkpoint_refused_lease_lost", sequence=sequence)
             self.stopping.set()
 
+    async def save_window(self, window: Window) -> None:
+        """Store the open window now (a window just closed), the checkpoint unchanged."""
+        async with self._saving:
+            self.window_snapshot = window.dumps()
+            await self._save("", self.window_snapshot)
+
+    async def finish(self, indices: list[int]) -> None:
+        """Records fully handled (invoked with success, or sent on failure): move the
+        checkpoint past the leading run of handled records."""
+        self._progress.finish(indices)
+        self._progressed.set()
+        async with self._saving:
+            sequence = self._progress.advance()
+            if sequence is not None:
+                await self._save(sequence, self.window_snapshot)
+
     async def _consume(self) -> None:
-        self._carry.clear()
         checkpoint = await self.checkpoint()
+        if checkpoint == SHARD_END:
+            self.finished = True
+            return
         start = await self.reader.seek(checkpoint)
         if checkpoint is None and start is not None:
             await self._save(start)
-        while not self.stopping.is_set():
-            batch = await self._collect()
-            if batch is not None:
-                await self._handle(batch)
+        self._progress = _Progress()
+        window = await self._open_window()
+        lanes = self._lanes = [Lane(self, window) for _ in range(self.policy.lanes)]
+        tasks = [asyncio.create_task(lane.run()) for lane in lanes]
+        try:
+            await self._read(lanes, tasks)
+        finally:
+            for lane in lanes:
+                lane.stop()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
 
-    async def _collect(self) -> _Batch | None:
-        """One batch (§8): ``BatchSize`` records, the window, or 6 MB; filtered-out records
-        only move ``through``. None for an empty poll."""
-        buffer = BatchBuffer(self.policy.batch_size)
-        taken: list[StreamRecord] = []
-        through: str | None = None
-        deadline = time.monotonic() + self.policy.window_s
-        read_once = False
+    async def _open_window(self) -> Window | None:
+        """The tumbling window open at the checkpoint (None without windows)."""
+        if not self.policy.tumbling_window_s:
+            return None
+        raw = await self.broker.redis.hget(self._windows_key, self.shard.shard_id)
+        window = Window.loads(raw, self.policy.tumbling_window_s)
+        self.window_snapshot = window.dumps()
+        return window
+
+    async def _read(self, lanes: list[Lane], tasks: list[asyncio.Task[None]]) -> None:
+        ahead = 2 * self.policy.batch_size * len(lanes)  # records read but not yet handled
         while not self.stopping.is_set():
-            while self._carry:
-                record, kept = self._carry[0]
-                if kept:
-                    size = record_size(record.record)
-                    if not buffer.fits(size):
-                        break  # it starts the next batch
-                    buffer.add(record.record, size)
-                    taken.append(record)
-                self._carry.popleft()
-                through = record.sequence
-            if self._carry or buffer.full:
-                break
-            left = deadline - time.monotonic()
-            if read_once and left <= 0:
-                break
-            wait = self.settings.stream_read_block_s
-            records = await self.reader.read(
-                self.policy.batch_size - len(taken), wait if left <= 0 else min(left, wait)
-            )
-            read_once = True
+            for task in tasks:
+                if task.done():  # a lane failed: start over from the checkpoint
+                    return
+            if self.reader.ended:
+                if self._progress.pending == 0:
+                    await self._end(lanes[0])
+                    return
+                await self._wait_progress()
+                continue
+            if self._progress.pending >= ahead:
+                await self._wait_progress()
+                continue
+            limit = min(ahead - self._progress.pending, 10_000)
+            records = await self.reader.read(limit, self.settings.stream_read_block_s)
             if records:
-                passed = [self.runtime.filter.keep(r.record) for r in records]
-                self._carry.extend(zip(records, passed, strict=True))
-                await self.runtime.count(polled=len(records), filtered_out=passed.count(False))
-        return None if through is None else _Batch(taken, through)
+                await self._dispatch(records, lanes)
 
-    async def _handle(self, batch: _Batch) -> None:
-        work = deque([batch])
-        while work and not self.stopping.is_set():
-            item = work[0]
-            await self._drop_expired(item)
-            if not item.records:  # all filtered out, or all too old
-                await self._save(item.through)
-                work.popleft()
-                continue
-            if len(item.records) == 1 and _oversized(item.records[0]):
-                # No invocation can carry it (spec §11.3 (D)): discarded, batch size 1.
-                await self.runtime.count(failed_records=1)
-                await self._on_failure(item, item.records, RETRY_ATTEMPTS_EXHAUSTED)
-                await self._save(item.through)
-                work.popleft()
-                continue
-            sequences = [r.sequence for r in item.records]
-            result = await self._invoke(item)
-            decision = decide(
-                classify(result, sequences, self.policy.report_item_failures),
-                len(item.records),
-                item.attempts,
-                self.policy,
-            )
-            if decision.action == "checkpoint":
-                await self._save(item.through)
-                await self.runtime.report(OK)
-                work.popleft()
-                continue
-            if decision.action == "wait":  # throttled: back off, no retry used up
-                await self.runtime.count(throttled=1)
-                item.rejections += 1
-                low, high = self.settings.throttle_backoff_s, self.settings.throttle_backoff_max_s
-                await self._sleep(retry_delay_s(item.rejections, low, high))
-                continue
-            await self.runtime.report(FUNCTION_CALL_FAILED)
-            if decision.action == "bisect":
-                self.log.info("stream_batch_bisected", records=len(item.records))
-                await self.runtime.count(bisected=1)
-                work.popleft()
-                work.extendleft(reversed(item.halves()))
-                continue
-            if decision.done:
-                await self._save(item.records[decision.done - 1].sequence)
-                item.records = item.records[decision.done :]
-            item.attempts = decision.attempts
-            await self.runtime.count(failed_records=len(item.records))
-            if decision.action == "discard":
-                await self._on_failure(item, item.records, RETRY_ATTEMPTS_EXHAUSTED)
-                await self._save(item.through)
-                work.popleft()
-                continue
-            self.log.info("retry_scheduled", records=len(item.records), attempt=item.attempts)
-            await self.runtime.count(retried=1)
-            low, high = self.policy.retry_backoff_s, self.policy.retry_backoff_max_s
-            await self._sleep(retry_delay_s(item.attempts, low, high))
+    async def _dispatch(self, records: list[StreamRecord], lanes: list[Lane]) -> None:
+        passed = [self.runtime.filter.keep(r.record) for r in records]
+        skipped: list[int] = []
+        for record, kept in zip(records, passed, strict=True):
+            index = self._progress.add(record.sequence)
+            if kept:
+                lanes[self._lane_of(record.key, len(lanes))].put(index, record)
+            else:
+                skipped.append(index)
+        await self.runtime.count(polled=len(records), filtered_out=len(skipped))
+        if skipped:
+            await self.finish(skipped)
 
-    async def _drop_expired(self, item: _Batch) -> None:
-        """Records older than ``MaximumRecordAgeInSeconds`` go on failure first (§9.2)."""
-        records = item.records
-        now = self.broker.clock.now()
-        count = expired_count([r.arrival_s for r in records], now, self.policy.max_record_age_s)
-        if not count:
-            return
-        await self._on_failure(item, records[:count], RECORD_AGE_EXCEEDED)
-        item.records = records[count:]
-        if item.records:
-            await self._save(records[count - 1].sequence)
+    @staticmethod
+    def _lane_of(key: str, lanes: int) -> int:
+        # crc32: stable across processes (hash() is salted), so a key keeps its lane.
+        return zlib.crc32(key.encode()) % lanes if lanes > 1 else 0
 
-    async def _invoke(self, item: _Batch) -> InvokeResult:
-        """Invoke with a request id of our own: the on-failure record names the last one."""
-        request_id = str(uuid.uuid4())
-        result = await self.runtime.invoke([r.record for r in item.records], request_id)
-        if result.executed:
-            item.invokes += 1
-            item.rejections = 0
-            item.last, item.request_id = result, request_id
-        return result
+    async def _end(self, lane: Lane) -> None:
+        """The shard is read to its end and everything handled: close its window, mark it
+        finished so its children start (spec §9.2: parents before children)."""
+        if not await lane.close_window(early=False):
+            return  # the final invocation did not succeed: try again after a restart
+        async with self._saving:
+            await self._save(SHARD_END)
+        if not self.stopping.is_set():
+            self.finished = True
+            self.log.info("shard_finished")
 
-    async def _on_failure(self, item: _Batch, records: list[StreamRecord], condition: str) -> None:
-        """Keep the discarded records in the dead-letter store (``stream_batch_failed``),
-        then send the on-failure record; a failed delivery leaves the entry, nothing more."""
-        now = self.broker.clock.now()
-        mapping, target = self.mapping, self.mapping.on_failure_destination
-        request_id = item.request_id or str(uuid.uuid4())
-        record = on_failure_record(
-            shard=self.shard,
-            records=records,
-            condition=condition,
-            request_id=request_id,
-            function_arn=mapping.function_arn,
-            invoke_count=max(item.invokes, 1),
-            last=item.last,
-            now=now,
-        )
-        event = json.dumps({"Records": [r.record for r in records]})
-        if target and scheme_of(target) == "s3":
-            record["payload"] = event  # S3 only: the whole event as a string (§9.2)
-        start, end = records[0].sequence, records[-1].sequence
-        entry = json.loads(
-            dead_letter_entry(
-                kind="stream_batch_failed",
-                entry_id=f"{mapping.uuid}/{self.shard.shard_id}/{start}/{end}",
-                function=mapping.function_name,
-                request_id=request_id,
-                condition=condition,
-                record=record,
-                payload=event,
-                attempts=item.invokes,
-                errors=[] if item.last is None else [parse_body(item.last.payload)],
-                at=iso_ms(now),
-                target=target,
-            )
-        )
-        entry["source"] = {  # what a replay needs besides the event itself
-            "eventSourceArn": self.shard.stream_arn,
-            "mappingUuid": mapping.uuid,
-            "shardId": self.shard.shard_id,
-            "startSequenceNumber": start,
-            "endSequenceNumber": end,
-        }
-        await self._keep(entry, now)
-        self.log.info("stream_batch_discarded", condition=condition, records=len(records))
-        await self.runtime.count(on_failure_records=len(records))
-        if not target:
-            return
-        # The deliverer's retries (tenacity, Retry-After) for one entry shaped like this.
-        if not await self.broker.deliverer.redeliver(mapping.function_name, [entry]):
-            self.log.warning("on_failure_delivery_failed", target=target, records=len(records))
-            await self.runtime.count(on_failure_delivery_failed=1)
-            entry["errors"].append(f"OnFailure delivery to {target} failed after retries")
-            entry["delivery"] = {"kind": "record", "errorCode": 200, "errorMessage": ""}
-            await self._keep(entry, now)
+    async def _wait_progress(self) -> None:
+        self._progressed.clear()
+        await self._wait(self._progressed, self.settings.stream_read_block_s)
 
-    async def _keep(self, entry: dict[str, Any], now: float) -> None:
-        settings = self.broker.settings
-        await self.broker.queue.outbox_done(
-            self.mapping.function_name,
-            now,
-            [OutboxDone("", entry["id"], json.dumps(entry))],
-            {},
-            dead_max_age_s=settings.dead_letter_max_age_s,
-            dead_max_count=settings.dead_letter_max_count,
-        )
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.stopping.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
-    async def _sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)

@@ -433,7 +433,11 @@ class MappingService:
                 def remove(p: Pipeline) -> None:
                     p.hdel(self.keys.mappings, uuid)
                     p.zrem(self.keys.mapping_transitions, uuid)
-                    p.delete(self.keys.mapping_stats(uuid), self.keys.mapping_checkpoint(uuid))
+                    p.delete(
+                        self.keys.mapping_stats(uuid),
+                        self.keys.mapping_checkpoint(uuid),
+                        self.keys.mapping_windows(uuid),
+                    )
                     if holder is not None and as_text(holder) == uuid:
                         p.hdel(self.keys.mapping_pairs, pair)
 

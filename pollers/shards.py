@@ -1,0 +1,192 @@
+"""Shards of one stream mapping, shared across ``serve`` processes (Kinesis, DynamoDB
+Streams): which shards to read, which of them this process reads, and their consumers.
+
+Every ``refresh_s`` a :class:`StreamPoller`:
+
+* lists the stream's shards; a shard may be read once each of its parents is finished
+  (checkpoint :data:`SHARD_END`) or gone from the stream (trimmed), so parents are drained
+  before their children (spec §9.2);
+* renews the lease of each shard it reads (``P:{esm}:lease:UUID:SHARD``, a token with a
+  TTL); a lease found lost stops that consumer, whose checkpoints are fenced by it;
+* takes unowned readable shards up to its fair share (readable shards divided by the live
+  poller managers, ``P:{esm}:pollers``) and hands the newest over when it holds more, so a
+  dead process's shards are taken over within ``lease_ttl_s`` + ``refresh_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import dataclass
+
+from pollers.core import MappingRuntime, PollerSettings
+from pollers.stream_decisions import SHARD_END, ShardDesc, ShardInfo, ShardSource
+from pollers.streams import Fence, ShardConsumer
+
+__all__ = ["StreamPoller"]
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass
+class _Reading:
+    consumer: ShardConsumer
+    task: asyncio.Task[None]
+
+
+class StreamPoller:
+    """Reads this process's share of a stream mapping's shards until :meth:`stop`.
+
+    Run by every poller manager (``shared``): the shards, not the mapping, are leased."""
+
+    shared = True
+
+    def __init__(
+        self, runtime: MappingRuntime, settings: PollerSettings, source: ShardSource
+    ) -> None:
+        if runtime.lease_token is None:
+            raise ValueError("a StreamPoller needs its manager's token to lease shards")
+        self.runtime = runtime
+        self.settings = settings
+        self.source = source
+        self.token = runtime.lease_token
+        self.mapping = runtime.mapping
+        self.broker = runtime.broker
+        keys = self.broker.keys
+        self._members_key = keys.poller_members
+        self._checkpoint_key = keys.mapping_checkpoint(self.mapping.uuid)
+        self._renew = self.broker.redis.register_script(_RENEW)
+        self._release = self.broker.redis.register_script(_RELEASE)
+        self.reading: dict[str, _Reading] = {}
+        # Consumers told to stop and finishing their invocation in hand, in the background
+        # (one slow stop must not let the other leases lapse); their leases are renewed
+        # until they have finished, then released.
+        self.releasing: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.log = runtime.log.bind(stream=source.stream_arn)
+
+    def _lease(self, shard_id: str) -> str:
+        return self.broker.keys.shard_lease(self.mapping.uuid, shard_id)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.refresh()
+                except Exception as exc:  # the stream or Redis unreachable: next round
+                    self.log.warning("shard_refresh_failed", error=repr(exc))
+                    await self.runtime.report(f"PROBLEM: Error occurred while reading: {exc}")
+                self._wake.clear()
+                waiters = {asyncio.ensure_future(e.wait()) for e in (self._stopping, self._wake)}
+                await asyncio.wait(
+                    waiters, timeout=self.settings.refresh_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            for shard_id in list(self.reading):
+                self._let_go(shard_id)
+            await asyncio.gather(*self.releasing.values(), return_exceptions=True)
+            await self.source.close()
+
+    async def refresh(self) -> None:
+        """One round: renew, let go of what ended or is not ours, take a fair share."""
+        redis = self.broker.redis
+        ttl_ms = int(self.settings.lease_ttl_s * 1000)
+        for shard_id in [*self.reading, *self.releasing]:
+            if not await self._renew(keys=[self._lease(shard_id)], args=[self.token, ttl_ms]):
+                self.log.warning("shard_lease_lost", shard=shard_id)
+                if shard_id in self.reading:
+                    self.reading[shard_id].consumer.stop()
+        shards = await self.source.shards()
+        finished = {
+            (k.decode() if isinstance(k, bytes) else k)
+            for k, v in (await redis.hgetall(self._checkpoint_key)).items()
+            if (v.decode() if isinstance(v, bytes) else v) == SHARD_END
+        }
+        readable = _readable(shards, finished)
+        for shard_id, reading in list(self.reading.items()):
+            if reading.task.done() or shard_id not in readable:
+                self._let_go(shard_id)
+            elif readable[shard_id].closed:
+                reading.consumer.reader.closed(readable[shard_id].ending_sequence)
+        share = math.ceil(len(readable) / await self._members())
+        while len(self.reading) > share:  # a process joined: hand the newest over
+            self._let_go(next(reversed(self.reading)))
+        for shard_id, shard in readable.items():
+            if len(self.reading) >= share or self._stopping.is_set():
+                break
+            if shard_id in self.reading or shard_id in self.releasing:
+                continue
+            if await redis.set(self._lease(shard_id), self.token, nx=True, px=ttl_ms):
+                self._start(shard)
+
+    async def _members(self) -> int:
+        """Live poller managers (heartbeats not yet expired, in Redis's time)."""
+        seconds, micros = await self.broker.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return max(1, int(await self.broker.redis.zcount(self._members_key, now_ms, "+inf")))
+
+    def _start(self, shard: ShardDesc) -> None:
+        info = ShardInfo(
+            self.source.stream_arn,
+            shard.shard_id,
+            self.source.batch_info_key,
+            self.source.arrival_text,
+        )
+        fence = Fence(self._lease(shard.shard_id), self.token)
+        consumer = ShardConsumer(
+            self.runtime, self.settings, self.source.reader(shard), info, fence
+        )
+        task = asyncio.create_task(consumer.run(), name=f"sluice-shard-{shard.shard_id}")
+        task.add_done_callback(lambda _task: self._wake.set())  # a child may start now
+        self.reading[shard.shard_id] = _Reading(consumer, task)
+        self.log.info("shard_started", shard=shard.shard_id)
+
+    def _let_go(self, shard_id: str) -> None:
+        reading = self.reading.pop(shard_id)
+        reading.consumer.stop()
+        self.releasing[shard_id] = asyncio.create_task(self._finish(shard_id, reading))
+
+    async def _finish(self, shard_id: str, reading: _Reading) -> None:
+        """Wait for a stopped consumer (the invocation in hand finishes), then release its
+        lease."""
+        try:
+            await asyncio.wait_for(asyncio.shield(reading.task), timeout=30.0)
+        except TimeoutError:
+            reading.task.cancel()
+            await asyncio.gather(reading.task, return_exceptions=True)
+        except Exception as exc:
+            self.log.error("shard_consumer_crashed", shard=shard_id, error=repr(exc))
+        with contextlib.suppress(Exception):  # Redis gone: the lease lapses on its own
+            await self._release(keys=[self._lease(shard_id)], args=[self.token])
+        self.releasing.pop(shard_id, None)
+        self._wake.set()
+        self.log.info("shard_stopped", shard=shard_id, finished=reading.consumer.finished)
+
+
+def _readable(shards: list[ShardDesc], finished: set[str]) -> dict[str, ShardDesc]:
+    """Shards not finished whose parents are finished or gone, in id order."""
+    present = {shard.shard_id for shard in shards}
+    return {
+        shard.shard_id: shard
+        for shard in sorted(shards, key=lambda s: s.shard_id)
+        if shard.shard_id not in finished
+        and all(parent in finished or parent not in present for parent in shard.parents)
+    }
