@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     sqs_wait_time_s: int = Field(default=2, ge=0, le=20)  # long-poll wait per ReceiveMessage
     sqs_default_concurrency: int = Field(default=5, ge=1)  # without ScalingConfig
     stream_read_block_s: float = Field(default=1.0, gt=0)  # XREAD BLOCK of stream sources
+    # Kinesis / DynamoDB Streams: the pause after a GetRecords that found nothing
+    stream_poll_interval_s: float = Field(default=0.25, gt=0)
     stream_retry_backoff_s: float = Field(default=1.0, ge=0)  # first retry of a failed batch
     stream_retry_backoff_max_s: float = Field(default=60.0, ge=0)  # retries double up to this
     amqp_broker_urls: dict[str, str] = Field(default_factory=dict)  # Amazon MQ ARN -> amqp URL

@@ -71,10 +71,13 @@ PollerFactory = Callable[[MappingRuntime, PollerSettings, ThreadPoolExecutor], P
 def default_poller_factories() -> dict[SourceKind, PollerFactory]:
     from pollers.amqp import AmqpPoller
     from pollers.redis_streams import RedisStreamPoller
+    from pollers.shards import DynamoDbStreamPoller, KinesisPoller
     from pollers.sqs import SqsPoller
 
     return {
         SourceKind.SQS: SqsPoller,
+        SourceKind.KINESIS: KinesisPoller,
+        SourceKind.DYNAMODB: DynamoDbStreamPoller,
         SourceKind.REDIS_STREAM: RedisStreamPoller,
         SourceKind.RABBITMQ: AmqpPoller,
     }

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from pollers.core import MappingRuntime, PollerSettings
 from pollers.stream_decisions import SHARD_END, ShardDesc, ShardInfo, ShardSource
 from pollers.streams import Fence, ShardConsumer
 
-__all__ = ["StreamPoller"]
+__all__ = ["DynamoDbStreamPoller", "KinesisPoller", "StreamPoller"]
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -190,3 +191,27 @@ def _readable(shards: list[ShardDesc], finished: set[str]) -> dict[str, ShardDes
         if shard.shard_id not in finished
         and all(parent in finished or parent not in present for parent in shard.parents)
     }
+
+
+class KinesisPoller(StreamPoller):
+    """A Kinesis stream mapping's shards (:mod:`pollers.kinesis`)."""
+
+    def __init__(
+        self, runtime: MappingRuntime, settings: PollerSettings, executor: Executor
+    ) -> None:
+        from pollers.kinesis import KinesisSource
+
+        source = KinesisSource(runtime.mapping, settings, executor)
+        super().__init__(runtime, settings, source)
+
+
+class DynamoDbStreamPoller(StreamPoller):
+    """A DynamoDB stream mapping's shards (:mod:`pollers.dynamodb_streams`)."""
+
+    def __init__(
+        self, runtime: MappingRuntime, settings: PollerSettings, executor: Executor
+    ) -> None:
+        from pollers.dynamodb_streams import DynamoDbStreamSource
+
+        source = DynamoDbStreamSource(runtime.mapping, settings, executor)
+        super().__init__(runtime, settings, source)
