@@ -82,6 +82,16 @@ def requests_to(client: Any, operation: str) -> list[dict[str, Any]]:
     return seen
 
 
+async def assert_missing(source: ShardSource, list_operation: str, shard_id: str) -> None:
+    """Listing and reading a stream that does not exist raise StreamReadError, saying so."""
+    with pytest.raises(StreamReadError, match=rf"{list_operation} .*ResourceNotFoundException"):
+        await source.shards()
+    reader = source.reader(ShardDesc(shard_id))
+    await reader.seek(None)
+    with pytest.raises(StreamReadError, match=r"GetShardIterator .*ResourceNotFoundException"):
+        await reader.read(10, 0.0)
+
+
 @pytest.fixture
 def kinesis(aws: str) -> Any:
     return aws_client("kinesis", aws)
@@ -375,10 +385,4 @@ async def test_a_missing_stream_is_a_stream_read_error(
     aws: str, executor: ThreadPoolExecutor
 ) -> None:
     arn = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/missing-{uuid.uuid4().hex[:8]}"
-    source = source_for(arn, executor)
-    with pytest.raises(StreamReadError, match=r"ListShards .*ResourceNotFoundException"):
-        await source.shards()
-    reader = source.reader(ShardDesc("shardId-000000000000"))
-    await reader.seek(None)
-    with pytest.raises(StreamReadError, match=r"GetShardIterator .*ResourceNotFoundException"):
-        await reader.read(10, 0.0)
+    await assert_missing(source_for(arn, executor), "ListShards", "shardId-000000000000")
