@@ -9,6 +9,9 @@ Positions a reader starts from (what ``seek`` takes and returns as a checkpoint)
 * ``<pin prefix>:<epoch ms>``: a pinned time, returned by the first ``seek`` of a LATEST
   mapping so a restart before any record is handled still reads what was written
   meanwhile (Kinesis ``AT_TIMESTAMP:``, DynamoDB ``AFTER_TIME:``);
+* ``TRIM_HORIZON``: the shard's oldest record, whatever the StartingPosition: for a child
+  shard whose parents this mapping read to their end (a LATEST pin taken when the child
+  is first read would skip what the child received before);
 * :data:`SHARD_END`: the shard was read to its end; nothing more is read.
 
 Errors: ``ExpiredIteratorException`` renews the iterator after the last record read;
@@ -233,6 +236,9 @@ class AwsShardReader:
         self._last = None
         self._ended = checkpoint == SHARD_END
         if self._ended:
+            return None
+        if checkpoint == TRIM_HORIZON.kind:
+            self._position = TRIM_HORIZON
             return None
         pin = f"{self.pin_prefix}:"
         if checkpoint is not None and checkpoint.startswith(pin):

@@ -232,6 +232,16 @@ async def test_a_checkpoint_resumes_after_it(kinesis: Any, executor: ThreadPoolE
     assert await read_all(source, shard, sequences[1]) == sequences[2:]
 
 
+async def test_a_trim_horizon_checkpoint_reads_from_the_oldest_record_even_for_latest(
+    kinesis: Any, executor: ThreadPoolExecutor
+) -> None:
+    arn = make_stream(kinesis)
+    sequences = put(kinesis, arn, b"1", b"2")
+    source = source_for(arn, executor, "LATEST")
+    (shard,) = await source.shards()
+    assert await read_all(source, shard, "TRIM_HORIZON") == sequences
+
+
 async def test_read_waits_for_records_in_small_polls(
     kinesis: Any, executor: ThreadPoolExecutor
 ) -> None:
