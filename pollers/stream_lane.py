@@ -131,6 +131,7 @@ class Lane:
         self.queue: deque[tuple[int, StreamRecord]] = deque()
         self.stopping = asyncio.Event()
         self._arrived = asyncio.Event()
+        self._closing = asyncio.Lock()  # the lane and the shard's end may both close
         self.log = consumer.log
 
     def put(self, index: int, record: StreamRecord) -> None:
@@ -320,6 +321,10 @@ class Lane:
         """The window's final invocation (no records), retried until it succeeds (spec
         §9.2: processing waits for it) or ``MaximumRetryAttempts`` gives up; then the state
         goes. ``early``: the state outgrew 1 MB and the same window goes on afresh."""
+        async with self._closing:
+            return await self._close_window(early)
+
+    async def _close_window(self, early: bool) -> bool:
         window = self.window
         if window is None or window.start is None:
             return True

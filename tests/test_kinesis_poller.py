@@ -549,29 +549,65 @@ async def test_disable_then_enable_resumes_after_the_checkpoint(
     assert function.delivered() == [*first, *during]
 
 
+def split_as_aws_does(stream: Stream, shard_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SplitShard with AWS's semantics, on moto's backend (the server runs in this process).
+
+    moto 5.2.5's SplitShard re-puts the parent's records into the parent, and its PutRecord
+    keeps routing to the first shard whose hash range matches, closed parents included, so
+    a child never gets a record. AWS leaves the parent's records where they are, closes it,
+    and routes new records to the open children: done here by hand, then read by Sluice
+    over moto's HTTP API like any other shard."""
+    from moto.kinesis.models import Shard, kinesis_backends
+    from moto.kinesis.models import Stream as MotoStream
+
+    moto_stream = kinesis_backends["000000000000"]["us-east-1"].streams[stream.name]
+    parent = moto_stream.shards[shard_id]
+    middle = (parent.starting_hash + parent.ending_hash) // 2
+    last = max(s._shard_id for s in moto_stream.shards.values())
+    for n, (low, high) in enumerate([(parent.starting_hash, middle), (middle, parent.ending_hash)]):
+        child = Shard(last + 1 + n, low, high, parent=shard_id)
+        moto_stream.shards[child.shard_id] = child
+    parent.is_open = False
+    routing = MotoStream.get_shard_for_key
+
+    def open_shard_for_key(self: Any, partition_key: str, explicit_hash_key: str) -> Any:
+        open_shards = {k: v for k, v in self.shards.items() if v.is_open}
+        every, self.shards = self.shards, open_shards
+        try:
+            return routing(self, partition_key, explicit_hash_key)
+        finally:
+            self.shards = every
+
+    monkeypatch.setattr(MotoStream, "get_shard_for_key", open_shard_for_key)
+
+
 async def test_a_split_shard_is_drained_before_its_children(
-    broker: Broker, stream: Stream, function: StreamFunction
+    broker: Broker, stream: Stream, function: StreamFunction, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Resharding: the parent's records first, then the children's; the parent ends with
-    SHARD_END."""
-    function.delay_s = 0.02
+    """Resharding: the parent's records first, then the children's (spec §9.2 (D)); the
+    parent ends with SHARD_END, each child is checkpointed on its own."""
+    function.delay_s = 0.1  # the parent takes a while: its children wait for it
     parent = stream.put(*range(10))
-    uuid = await map_stream(broker, stream.arn, BatchSize=3)
-    middle = str(2**127)
-    stream.client.split_shard(StreamName=stream.name, ShardToSplit=SHARD, NewStartingHashKey=middle)
-    children = [s for s in stream.shards() if s.get("ParentShardId") == SHARD]
-    assert len(children) == 2
+    split_as_aws_does(stream, SHARD, monkeypatch)
+    listed = {s["ShardId"]: s for s in stream.shards()}
+    assert "EndingSequenceNumber" in listed[SHARD]["SequenceNumberRange"]
+    children = sorted(k for k, s in listed.items() if s.get("ParentShardId") == SHARD)
     low = stream.put("low-1", "low-2", hash_key="1")
-    high = stream.put("high-1", hash_key=str(2**127 + 1))
+    high = stream.put("high-1", hash_key=str(2**127 + 5))
+    uuid = await map_stream(broker, stream.arn, BatchSize=2)
     await until(lambda: len(function.delivered()) == 13, timeout=30)
     delivered = [
         (r["eventID"].split(":")[0], _data(r)) for e in function.events for r in e["Records"]
     ]
-    assert [d for _, d in delivered[:10]] == list(range(10))
-    assert {d for _, d in delivered[10:]} == {"low-1", "low-2", "high-1"}
+    assert delivered[:10] == [(SHARD, n) for n in range(10)]
+    assert sorted(delivered[10:]) == sorted(
+        [(children[0], "low-1"), (children[0], "low-2"), (children[1], "high-1")]
+    )
     assert [d for _, d in delivered if d in ("low-1", "low-2")] == ["low-1", "low-2"]
-    assert len(low) == 2 and len(high) == 1 and len(parent) == 10
     await until(lambda: _equals(checkpoint(broker, uuid, SHARD), "SHARD_END"))
+    await until(lambda: _equals(checkpoint(broker, uuid, children[0]), low[-1]))
+    await until(lambda: _equals(checkpoint(broker, uuid, children[1]), high[-1]))
+    assert len(parent) == 10
 
 
 async def test_processes_split_shards_and_take_over_a_dead_ones(

@@ -250,3 +250,21 @@ def test_redis_stream_record_from_raw_fields() -> None:
 def test_a_record_without_data_has_empty_data() -> None:
     record = redis_stream_record("s", "1-0", {"k": "v"})
     assert record["redisStream"]["data"] == "" and record["redisStream"]["fields"] == {"k": "v"}
+
+
+def test_the_checkpoint_moves_only_over_a_leading_run_of_handled_records() -> None:
+    """ParallelizationFactor lanes finish out of order: the checkpoint may pass a record
+    only once it and everything read before it are handled."""
+    from pollers.streams import _Progress
+
+    progress = _Progress()
+    indices = [progress.add(sequence) for sequence in ["10", "11", "12", "13", "14"]]
+    assert indices == [0, 1, 2, 3, 4]
+    progress.finish([1, 3])  # another lane's records
+    assert progress.advance() is None and progress.pending == 5
+    progress.finish([0])
+    assert progress.advance() == "11" and progress.pending == 3
+    progress.finish([2, 4])
+    assert progress.advance() == "14" and progress.pending == 0
+    assert progress.add("15") == 5  # indices go on from where they were
+    assert progress.advance() is None
