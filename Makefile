@@ -36,3 +36,4 @@ bench: venv
 	$(PY) bench/api_invoke.py
 	$(PY) bench/filter.py
 	$(PY) bench/sqs_poller.py
+	$(PY) bench/kinesis_poller.py
