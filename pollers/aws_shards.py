@@ -143,6 +143,7 @@ class AwsShardSource:
         self.region = self.stream_arn.split(":")[3]
         self.api = AwsClient(self.service, self.region, executor)
         self.clock = clock
+        self.pin_ms: int | None = None  # the mapping-wide LATEST pin, when the poller set one
 
     async def _shard_page(self, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """One page of shards and the token of the next (None: the last page)."""
@@ -194,6 +195,7 @@ class AwsShardReader:
         self.starting_position = source.mapping.starting_position or "LATEST"
         self.starting_timestamp_s = source.mapping.starting_position_timestamp
         self.clock = source.clock
+        self.source = source
         self.log = log.bind(stream=self.stream_arn, shard=shard.shard_id)
         self._closed = shard.closed
         self._ending = shard.ending_sequence
@@ -248,14 +250,17 @@ class AwsShardReader:
             self._position = Position("AFTER_SEQUENCE_NUMBER", sequence=checkpoint)
             return None
         if self.starting_position == "LATEST":
-            if self._closed:  # closed before the mapping started: nothing in it is new
+            pinned_ms = self.source.pin_ms
+            if pinned_ms is None and self._closed:  # nothing in it is new
                 self._ended = True
                 return None
-            # Pinned to now: a restart before the first record is handled reads what was
-            # written meanwhile, where a fresh LATEST iterator would skip it.
-            now_ms = math.floor(self.clock() * 1000)
-            self._position = self._pinned(now_ms)
-            return f"{pin}{now_ms}"
+            # Pinned (to when the mapping started, else now): a restart before the first
+            # record is handled reads what was written meanwhile, and a child shard made by
+            # resharding since reads all it got, where a fresh LATEST iterator skips both.
+            if pinned_ms is None:
+                pinned_ms = math.floor(self.clock() * 1000)
+            self._position = self._pinned(pinned_ms)
+            return f"{pin}{pinned_ms}"
         if self.starting_position == "AT_TIMESTAMP" and self.starting_timestamp_s is not None:
             self._position = self._pinned(math.ceil(round(self.starting_timestamp_s * 1000, 3)))
             return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -25,7 +26,9 @@ from pollers.core import MappingRuntime, PollerSettings
 from pollers.stream_decisions import SHARD_END, ShardDesc, ShardInfo, ShardSource
 from pollers.streams import Fence, ShardConsumer
 
-__all__ = ["DynamoDbStreamPoller", "KinesisPoller", "StreamPoller"]
+__all__ = ["PIN_FIELD", "DynamoDbStreamPoller", "KinesisPoller", "StreamPoller"]
+
+PIN_FIELD = "@latest"  # beside the shard ids in the checkpoint hash: the LATEST pin (ms)
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -115,6 +118,8 @@ class StreamPoller:
                 self.log.warning("shard_lease_lost", shard=shard_id)
                 if shard_id in self.reading:
                     self.reading[shard_id].consumer.stop()
+        if self.mapping.starting_position == "LATEST" and self.source.pin_ms is None:
+            await self._pin()
         shards = await self.source.shards()
         finished = {
             (k.decode() if isinstance(k, bytes) else k)
@@ -137,6 +142,15 @@ class StreamPoller:
                 continue
             if await redis.set(self._lease(shard_id), self.token, nx=True, px=ttl_ms):
                 self._start(shard)
+
+    async def _pin(self) -> None:
+        """LATEST: one moment for every shard of the mapping, the first start's (kept in
+        the checkpoint hash under :data:`PIN_FIELD`)."""
+        redis = self.broker.redis
+        await redis.hsetnx(self._checkpoint_key, PIN_FIELD, math.floor(time.time() * 1000))
+        pinned = await redis.hget(self._checkpoint_key, PIN_FIELD)
+        if pinned is not None:
+            self.source.pin_ms = int(pinned)
 
     async def _members(self) -> int:
         """Live poller managers (heartbeats not yet expired, in Redis's time)."""

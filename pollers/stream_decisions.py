@@ -109,6 +109,9 @@ class ShardSource(Protocol):
     stream_arn: str
     batch_info_key: str  # KinesisBatchInfo, DDBStreamBatchInfo
     arrival_text: Callable[[float], str]  # the on-failure record's arrival times
+    # LATEST: the moment (epoch ms) the mapping first started, set by the coordinator for
+    # every shard to start at, so a child shard made later by resharding starts there too.
+    pin_ms: int | None
 
     async def shards(self) -> list[ShardDesc]:
         """Every shard the stream still has, open and closed; raises StreamReadError."""

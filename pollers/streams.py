@@ -212,7 +212,9 @@ class ShardConsumer:
         return window
 
     async def _read(self, lanes: list[Lane], tasks: list[asyncio.Task[None]]) -> None:
-        ahead = 2 * self.policy.batch_size * len(lanes)  # records read but not yet handled
+        # Records read but not yet handled: enough for every lane's next batch, and whole
+        # GetRecords pages (up to 10,000: Kinesis allows 5 reads a second per shard).
+        ahead = max(2 * self.policy.batch_size * len(lanes), 10_000)
         while not self.stopping.is_set():
             for task in tasks:
                 if task.done():  # a lane failed: start over from the checkpoint

@@ -610,6 +610,28 @@ async def test_a_split_shard_is_drained_before_its_children(
     assert len(parent) == 10
 
 
+async def test_latest_reads_a_child_shard_from_when_the_mapping_started(
+    broker: Broker, stream: Stream, function: StreamFunction, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LATEST pins one moment for the whole mapping: a child shard made by resharding later
+    is read from it, so records it got before its reader started are not skipped."""
+    stream.put("before")
+    uuid = await map_stream(broker, stream.arn, StartingPosition="LATEST")
+    await until(lambda: _pinned(broker, uuid))
+    function.delay_s = 0.2  # the parent is slow: its children wait
+    parent = stream.put("p-1", "p-2", "p-3")
+    split_as_aws_does(stream, SHARD, monkeypatch)
+    children = stream.put("c-1", hash_key="1") + stream.put("c-2", hash_key=str(2**127 + 5))
+    await until(lambda: len(function.delivered()) == 5, timeout=8)
+    assert [_data(r) for e in function.events for r in e["Records"]][:3] == ["p-1", "p-2", "p-3"]
+    assert len(parent) == 3 and len(children) == 2
+
+
+async def _pinned(broker: Broker, uuid: str) -> bool:
+    """The shard's reader started: LATEST is pinned (as a moment, not a record)."""
+    return (await checkpoint(broker, uuid, SHARD) or "").startswith("AT_TIMESTAMP:")
+
+
 async def test_processes_split_shards_and_take_over_a_dead_ones(
     aws: str, make_broker: BrokerFactory, function: StreamFunction
 ) -> None:
