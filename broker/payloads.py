@@ -9,6 +9,13 @@ from typing import Any
 
 from broker.errors import InvalidRequestContentError, RequestTooLargeError
 
+
+class JsonText(str):
+    """Text known to be JSON (Sluice serialised it): its parse is not checked again."""
+
+    __slots__ = ()
+
+
 Payload = bytes | str | dict[str, Any] | list[Any] | None
 SYNC_PAYLOAD_LIMIT_BYTES = 6_291_456
 
@@ -23,6 +30,10 @@ def payload_text(payload: Payload, too_large: Callable[[int], str], limit: int) 
         return "{}"
     if isinstance(payload, dict | list):
         payload = json.dumps(payload)
+    elif isinstance(payload, JsonText):  # made by Sluice from parsed records: JSON already
+        if _utf8_size(payload) > limit:
+            raise RequestTooLargeError(too_large(_utf8_size(payload)))
+        return str(payload)
     data = payload if isinstance(payload, bytes) else None
     size = len(data) if data is not None else _utf8_size(str(payload))
     if size > limit:

@@ -12,13 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 
 from broker.errors import ApiError
 from broker.filters import HARD_MAX_FILTERS, RecordFilter
 from broker.mappings.model import EventSourceMapping
 from broker.models import InvokeResult
-from broker.payloads import SYNC_PAYLOAD_LIMIT_BYTES
+from broker.payloads import SYNC_PAYLOAD_LIMIT_BYTES, JsonText
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -30,6 +31,7 @@ __all__ = [
     "BatchBuffer",
     "MappingRuntime",
     "PollerSettings",
+    "event_json",
     "record_size",
     "reported_failures",
 ]
@@ -39,7 +41,7 @@ log = structlog.get_logger("sluice.pollers")
 OK = "OK"
 NO_RECORDS = "No records processed"
 FUNCTION_CALL_FAILED = "PROBLEM: Function call failed"
-_ENVELOPE_BYTES = len(b'{"Records": []}')
+_ENVELOPE_BYTES = len(b'{"Records":[]}')
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,22 @@ def reported_failures(payload: str | None, identifiers: Sequence[str]) -> set[st
     return failed
 
 
+def event_json(event: dict[str, Any]) -> str:
+    """An invocation event as compact JSON (orjson: the records came from JSON and boto3, so
+    they hold only what JSON holds; Python's json for anything orjson refuses)."""
+    try:
+        return orjson.dumps(event).decode()
+    except TypeError:
+        return json.dumps(event, separators=(",", ":"))
+
+
 def record_size(record: dict[str, Any]) -> int:
-    """Bytes a record adds to an invocation payload (its JSON plus a separator)."""
-    return len(json.dumps(record).encode()) + 2
+    """Bytes a record adds to an invocation payload (its JSON, as :func:`event_json` writes
+    it, plus a separator)."""
+    try:
+        return len(orjson.dumps(record)) + 1
+    except TypeError:
+        return len(json.dumps(record, separators=(",", ":")).encode()) + 1
 
 
 @dataclass
@@ -174,7 +189,7 @@ class MappingRuntime:
         result (spec §7.4: a pre-invocation error). Counts ``invoked`` (and its records)
         when the function ran, ``failed`` when it did not succeed; a throttle is left to the
         poller, which tries again."""
-        payload = json.dumps({"Records": list(records), **(extra or {})})
+        payload = JsonText(event_json({"Records": list(records), **(extra or {})}))
         try:
             result = await self.broker.invoke(
                 self.mapping.function_ref, payload, request_id=request_id

@@ -114,7 +114,10 @@ class StreamPoller:
         redis = self.broker.redis
         ttl_ms = int(self.settings.lease_ttl_s * 1000)
         for shard_id in [*self.reading, *self.releasing]:
-            if not await self._renew(keys=[self._lease(shard_id)], args=[self.token, ttl_ms]):
+            if shard_id not in self.reading and shard_id not in self.releasing:
+                continue  # released meanwhile (a stop finished during this loop)
+            renewed = await self._renew(keys=[self._lease(shard_id)], args=[self.token, ttl_ms])
+            if not renewed and (shard_id in self.reading or shard_id in self.releasing):
                 self.log.warning("shard_lease_lost", shard=shard_id)
                 if shard_id in self.reading:
                     self.reading[shard_id].consumer.stop()
@@ -189,9 +192,9 @@ class StreamPoller:
             await asyncio.gather(reading.task, return_exceptions=True)
         except Exception as exc:
             self.log.error("shard_consumer_crashed", shard=shard_id, error=repr(exc))
+        self.releasing.pop(shard_id, None)  # first: a renewal racing the release is no loss
         with contextlib.suppress(Exception):  # Redis gone: the lease lapses on its own
             await self._release(keys=[self._lease(shard_id)], args=[self.token])
-        self.releasing.pop(shard_id, None)
         self._wake.set()
         self.log.info("shard_stopped", shard=shard_id, finished=reading.consumer.finished)
 
