@@ -214,7 +214,8 @@ class ShardConsumer:
     async def _read(self, lanes: list[Lane], tasks: list[asyncio.Task[None]]) -> None:
         # Records read but not yet handled: enough for every lane's next batch, and whole
         # GetRecords pages (up to 10,000: Kinesis allows 5 reads a second per shard).
-        ahead = max(2 * self.policy.batch_size * len(lanes), 10_000)
+        first = 2 * self.policy.batch_size * len(lanes)
+        ahead, warm = max(first, 10_000), False
         while not self.stopping.is_set():
             for task in tasks:
                 if task.done():  # a lane failed: start over from the checkpoint
@@ -228,9 +229,12 @@ class ShardConsumer:
             if self._progress.pending >= ahead:
                 await self._wait_progress()
                 continue
-            limit = min(ahead - self._progress.pending, 10_000)
+            # The first read is one round of batches, so the lanes start soon; later reads
+            # fill the read-ahead while they invoke.
+            limit = min(ahead - self._progress.pending, 10_000 if warm else first)
             records = await self.reader.read(limit, self.settings.stream_read_block_s)
             if records:
+                warm = True
                 await self._dispatch(records, lanes)
 
     async def _dispatch(self, records: list[StreamRecord], lanes: list[Lane]) -> None:
