@@ -529,6 +529,61 @@ async def test_tumbling_window_carries_state_to_a_final_invocation(
     assert final["isWindowTerminatedEarly"] is False
 
 
+async def test_a_state_over_1_mb_ends_the_window_early(
+    broker: Broker, stream: Stream, function: StreamFunction, clock: ManualClock
+) -> None:
+    """Past 1 MB of state the window ends early: a final invocation with
+    isWindowTerminatedEarly, then the same window goes on with a fresh state."""
+    size = 900
+    if size - time.time() % size < 20:
+        time.sleep(size - time.time() % size + 0.1)
+    clock.set(time.time())
+    big = "x" * (1024 * 1024 + 1)
+
+    def answer(event: Event) -> Answer:
+        if event["isFinalInvokeForWindow"]:
+            return ok({"state": {}})
+        if _data(event["Records"][0]) == "grow":
+            return ok({"state": {"blob": big}})
+        return ok({"state": {"seen": len(event["Records"])}})
+
+    function.answer = answer
+    stream.put("grow")
+    await map_stream(broker, stream.arn, BatchSize=1, TumblingWindowInSeconds=size)
+    await until(lambda: len(function.events) >= 2)
+    grow, final = function.events[:2]
+    assert (grow["isFinalInvokeForWindow"], grow["isWindowTerminatedEarly"]) == (False, False)
+    assert (final["isFinalInvokeForWindow"], final["isWindowTerminatedEarly"]) == (True, True)
+    assert final["Records"] == [] and final["state"] == {"blob": big}
+    assert final["window"] == grow["window"]
+    stream.put("next")
+    await until(lambda: len(function.events) >= 3)
+    after = function.events[2]
+    assert after["state"] == {} and after["window"] == grow["window"]
+    assert after["isFinalInvokeForWindow"] is False
+
+
+async def test_last_processing_result_and_iterator_age(
+    broker: Broker, stream: Stream, function: StreamFunction
+) -> None:
+    """LastProcessingResult follows the latest batch; the iterator age of each shard is a
+    gauge in the mapping's stats."""
+    function.answer = lambda e: function_error() if _data(e["Records"][0]) == "bad" else ok()
+    uuid = await map_stream(broker, stream.arn, MaximumRetryAttempts=0)
+
+    async def result() -> str:
+        return str((await broker.mappings.get(uuid))["LastProcessingResult"])
+
+    await until(lambda: _equals(result(), "No records processed"))
+    stream.put("bad")
+
+    await until(lambda: _equals(result(), "PROBLEM: Function call failed"))
+    stream.put("good")
+    await until(lambda: _equals(result(), "OK"))
+    age = (await stats(broker, uuid))[f"iterator_age_ms:{SHARD}"]
+    assert 0 <= age < 60_000
+
+
 # -- lifecycle, shards, processes ------------------------------------------------------------
 
 
