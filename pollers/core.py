@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_RECORDS",
     "OK",
+    "RELEASE_LEASE",
+    "RENEW_LEASE",
     "REPORT_BATCH_ITEM_FAILURES",
     "BatchBuffer",
     "MappingRuntime",
@@ -77,6 +79,21 @@ class PollerSettings:
 
 
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+
+# Leases (a mapping's, a shard's): a token under a key with a TTL, renewed and released
+# only by the holder of the token.
+RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def reported_failures(payload: str | None, identifiers: Sequence[str]) -> set[str] | None:

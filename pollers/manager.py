@@ -35,7 +35,7 @@ from broker.mappings.model import (
     SourceKind,
     State,
 )
-from pollers.core import NO_RECORDS, MappingRuntime, PollerSettings
+from pollers.core import NO_RECORDS, RELEASE_LEASE, RENEW_LEASE, MappingRuntime, PollerSettings
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -44,18 +44,6 @@ __all__ = ["Poller", "PollerFactory", "PollerManager", "default_poller_factories
 
 log = structlog.get_logger("sluice.pollers")
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 _INACTIVE = frozenset({State.DISABLED, State.DISABLING, State.DELETING})
 _CONFIG_FIELDS = set(MappingConfig.model_fields)
 
@@ -113,8 +101,8 @@ class PollerManager:
         self.stopping: dict[str, asyncio.Task[None]] = {}
         self._held: set[str] = set()  # mappings whose lease this process holds
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sluice-poller")
-        self._renew = broker.redis.register_script(_RENEW)
-        self._release = broker.redis.register_script(_RELEASE)
+        self._renew = broker.redis.register_script(RENEW_LEASE)
+        self._release = broker.redis.register_script(RELEASE_LEASE)
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 

@@ -22,26 +22,13 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from pollers.core import MappingRuntime, PollerSettings
+from pollers.core import RELEASE_LEASE, RENEW_LEASE, MappingRuntime, PollerSettings
 from pollers.stream_decisions import SHARD_END, ShardDesc, ShardInfo, ShardSource
 from pollers.streams import Fence, ShardConsumer
 
 __all__ = ["PIN_FIELD", "DynamoDbStreamPoller", "KinesisPoller", "StreamPoller"]
 
 PIN_FIELD = "@latest"  # beside the shard ids in the checkpoint hash: the LATEST pin (ms)
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 @dataclass
@@ -71,8 +58,8 @@ class StreamPoller:
         keys = self.broker.keys
         self._members_key = keys.poller_members
         self._checkpoint_key = keys.mapping_checkpoint(self.mapping.uuid)
-        self._renew = self.broker.redis.register_script(_RENEW)
-        self._release = self.broker.redis.register_script(_RELEASE)
+        self._renew = self.broker.redis.register_script(RENEW_LEASE)
+        self._release = self.broker.redis.register_script(RELEASE_LEASE)
         self.reading: dict[str, _Reading] = {}
         # Consumers told to stop and finishing their invocation in hand, in the background
         # (one slow stop must not let the other leases lapse); their leases are renewed
