@@ -496,6 +496,8 @@ class Broker:
             timeout_s=timeout_s,
             memory_mb=memory_mb,
         )
+        if config.reserved_concurrency is None:  # nothing to count against: no round trips
+            return await self.invokers.invoke(invocation)
         # Synchronous calls count against reserved concurrency, as the async queue's do.
         now = self.clock.now()
         expiry = now + timeout_s + self.settings.visibility_grace_s

@@ -200,6 +200,7 @@ class MappingRuntime:
         records: Sequence[dict[str, Any]],
         request_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        gauges: Mapping[str, int] | None = None,
     ) -> InvokeResult:
         """Invoke the function synchronously with ``{"Records": records}`` (and the ``extra``
         fields of a tumbling window). A missing function or version is a ``system_error``
@@ -216,24 +217,25 @@ class MappingRuntime:
         if result.outcome == "throttle":
             return result
         await self.count(
+            gauges,
             invoked=int(result.executed),
             invoked_records=len(records) if result.executed else 0,
             failed=int(result.outcome != "success"),
         )
         return result
 
-    async def count(self, **counters: int) -> None:
+    async def count(self, gauges: Mapping[str, int] | None = None, **counters: int) -> None:
+        """Add to the mapping's counters and set its ``gauges`` (a shard's iterator age,
+        say), in one round trip."""
         fields = {name: value for name, value in counters.items() if value}
-        if not fields:
+        if not fields and not gauges:
             return
         async with self.broker.redis.pipeline(transaction=False) as pipe:
             for name, value in fields.items():
                 pipe.hincrby(self._stats_key, name, value)
+            if gauges:
+                pipe.hset(self._stats_key, mapping={k: v for k, v in gauges.items()})
             await pipe.execute()
-
-    async def gauge(self, name: str, value: int) -> None:
-        """Set a gauge in the mapping's stats (the iterator age of a shard, say)."""
-        await self.broker.redis.hset(self._stats_key, name, value)
 
     async def report(self, result: str) -> None:
         """Set ``LastProcessingResult`` (one write per change, not per batch)."""

@@ -266,10 +266,12 @@ class Lane:
         extra = None
         if self.window is not None:
             extra = self.window.fields(self.shard.shard_id, self.shard.stream_arn, final, early)
-        if item.records:
+        gauges = {}
+        if item.records:  # IteratorAge: the last record's age as the batch is sent
             age_ms = int((self.broker.clock.now() - item.records[-1].arrival_s) * 1000)
-            await self.runtime.gauge(f"iterator_age_ms:{self.shard.shard_id}", max(0, age_ms))
-        result = await self.runtime.invoke([r.record for r in item.records], request_id, extra)
+            gauges[f"iterator_age_ms:{self.shard.shard_id}"] = max(0, age_ms)
+        records = [r.record for r in item.records]
+        result = await self.runtime.invoke(records, request_id, extra, gauges)
         if result.executed:
             item.invokes += 1
             item.rejections = 0
