@@ -26,8 +26,7 @@ from tests.conftest import settings_for_tests
 from tests.helpers import until
 from tests.process_helpers import ServeLauncher
 from tests.servers import RedisServer
-from tests.stream_helpers import StreamFunction
-from tests.test_kinesis_poller import Stream
+from tests.stream_helpers import Stream, StreamFunction
 
 pytestmark = pytest.mark.slow
 
