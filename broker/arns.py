@@ -20,6 +20,12 @@ _NAME = re.compile(r"^(?P<name>[a-zA-Z0-9-_]{1,64})(?::(?P<qualifier>\$LATEST|[a
 QUALIFIER_RE = re.compile(r"^(\$LATEST|[a-zA-Z0-9-_]{1,128})$")
 
 
+def execution_role_arn(account_id: str) -> str:
+    """The execution role every function reports (GetFunction's ``Role``, Kinesis records'
+    ``invokeIdentityArn``): Sluice runs functions with no IAM role of their own."""
+    return f"arn:aws:iam::{account_id}:role/sluice"
+
+
 @dataclass(frozen=True)
 class FunctionRef:
     name: str

@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.arns import function_arn, parse_function_name
+from broker.arns import execution_role_arn, function_arn, parse_function_name
 from broker.clock import Clock
 from broker.errors import (
     InvalidParameterValueError,
@@ -98,7 +98,7 @@ class FunctionAdmin:
             "FunctionName": config.name,
             "FunctionArn": self.arn(config.name, None if version == LATEST else version),
             "Runtime": "python3.11" if target.startswith("python:") else "provided.al2023",
-            "Role": f"arn:aws:iam::{self.account_id}:role/sluice",
+            "Role": execution_role_arn(self.account_id),
             "Handler": target,
             "CodeSize": len(target),
             "Description": frozen.description if frozen else config.description,

@@ -42,9 +42,15 @@ key                                type    contents and lifetime
 ``NAME``                           stream  a ``redis-stream:NAME`` destination (user's key,
                                            no prefix; capped by MAXLEN), or source (read
                                            only; never trimmed by Sluice)
+``P:{esm}:lease:UUID:SHARD``       string  token of the ``serve`` process reading that shard
+                                           of a Kinesis / DynamoDB mapping
 ``P:{esm}:checkpoint:UUID``        hash    a stream mapping's checkpoints: shard id -> the
-                                           sequence number reading resumes after; kept
-                                           while the mapping is disabled
+                                           sequence number reading resumes after, a pinned
+                                           start (``AT_TIMESTAMP:<ms>``, ``AFTER_TIME:<ms>``)
+                                           or ``SHARD_END``; field ``@latest``: LATEST's
+                                           pin (ms); kept while the mapping is disabled
+``P:{esm}:windows:UUID``           hash    shard id -> the open tumbling window (JSON start,
+                                           state) as of that shard's checkpoint
 =================================  ======  ==================================================
 """
 

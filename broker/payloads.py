@@ -31,9 +31,10 @@ def payload_text(payload: Payload, too_large: Callable[[int], str], limit: int) 
     if isinstance(payload, dict | list):
         payload = json.dumps(payload)
     elif isinstance(payload, JsonText):  # made by Sluice from parsed records: JSON already
-        if _utf8_size(payload) > limit:
-            raise RequestTooLargeError(too_large(_utf8_size(payload)))
-        return str(payload)
+        size = _utf8_size(payload)
+        if size > limit:
+            raise RequestTooLargeError(too_large(size))
+        return payload
     data = payload if isinstance(payload, bytes) else None
     size = len(data) if data is not None else _utf8_size(str(payload))
     if size > limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,11 @@ from broker.errors import RATE_EXCEEDED
 from broker.models import Condition, Envelope
 
 ERROR_MESSAGE_LIMIT_BYTES = 1024
+
+
+def iso_s(epoch_s: float) -> str:
+    """ISO-8601 UTC in whole seconds with a ``Z``: ``2025-03-04T10:14:59Z``."""
+    return datetime.fromtimestamp(math.floor(epoch_s), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def iso_ms(epoch_s: float) -> str:

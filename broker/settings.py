@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     sqs_wait_time_s: int = Field(default=2, ge=0, le=20)  # long-poll wait per ReceiveMessage
     sqs_default_concurrency: int = Field(default=5, ge=1)  # without ScalingConfig
     stream_read_block_s: float = Field(default=1.0, gt=0)  # XREAD BLOCK of stream sources
+    # Kinesis / DynamoDB Streams: how often each mapping's shards are listed again
+    stream_shard_list_interval_s: float = Field(default=10.0, gt=0)
     # Kinesis / DynamoDB Streams: the pause after a GetRecords that found nothing
     stream_poll_interval_s: float = Field(default=0.25, gt=0)
     stream_retry_backoff_s: float = Field(default=1.0, ge=0)  # first retry of a failed batch

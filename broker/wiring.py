@@ -64,6 +64,7 @@ def default_poller_manager(broker: Broker) -> PollerManagerLike:
             lease_ttl_s=settings.poller_lease_ttl_s,
             stream_read_block_s=settings.stream_read_block_s,
             stream_poll_interval_s=settings.stream_poll_interval_s,
+            shard_list_interval_s=settings.stream_shard_list_interval_s,
             stream_retry_backoff_s=settings.stream_retry_backoff_s,
             stream_retry_backoff_max_s=settings.stream_retry_backoff_max_s,
             amqp_broker_urls=dict(settings.amqp_broker_urls),

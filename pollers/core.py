@@ -7,6 +7,7 @@ broker's internals: it asks the runtime to filter, invoke, count and report.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ __all__ = [
     "event_json",
     "record_size",
     "reported_failures",
+    "wait_any",
 ]
 
 log = structlog.get_logger("sluice.pollers")
@@ -61,6 +63,9 @@ class PollerSettings:
     # How often the manager looks for new, changed and deleted mappings, and renews leases.
     refresh_s: float = 1.0
     lease_ttl_s: float = 10.0
+    # Stream sources: how often a mapping's shards are listed again (and at once when a
+    # shard ends); AWS allows DescribeStream a few calls a second per account.
+    shard_list_interval_s: float = 10.0
     # Stream sources: the longest wait of one blocking read (stop is noticed between reads),
     # and the back-off before retrying a failed batch: doubling from base to max (§9.2 (D)).
     stream_read_block_s: float = 1.0
@@ -126,22 +131,34 @@ def reported_failures(payload: str | None, identifiers: Sequence[str]) -> set[st
     return failed
 
 
-def event_json(event: dict[str, Any]) -> str:
-    """An invocation event as compact JSON (orjson: the records came from JSON and boto3, so
-    they hold only what JSON holds; Python's json for anything orjson refuses)."""
+async def wait_any(events: Sequence[asyncio.Event], seconds: float) -> None:
+    """Until one of ``events`` is set, or ``seconds`` have passed."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        return orjson.dumps(event).decode()
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _json_bytes(value: dict[str, Any]) -> bytes:
+    """Compact JSON (orjson: records come from JSON and boto3, so they hold only what JSON
+    holds; Python's json for anything orjson refuses)."""
+    try:
+        return orjson.dumps(value)
     except TypeError:
-        return json.dumps(event, separators=(",", ":"))
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_json(event: dict[str, Any]) -> str:
+    """An invocation event as compact JSON."""
+    return _json_bytes(event).decode()
 
 
 def record_size(record: dict[str, Any]) -> int:
-    """Bytes a record adds to an invocation payload (its JSON, as :func:`event_json` writes
-    it, plus a separator)."""
-    try:
-        return len(orjson.dumps(record)) + 1
-    except TypeError:
-        return len(json.dumps(record, separators=(",", ":")).encode()) + 1
+    """Bytes a record adds to an invocation payload: its JSON, as :func:`event_json` writes
+    it, and a separator."""
+    return len(_json_bytes(record)) + 1
 
 
 @dataclass

@@ -17,9 +17,10 @@ import base64
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from broker.records import iso_s
 from pollers.aws_shards import TRIM_HORIZON, AwsShardReader, AwsShardSource, Position
 from pollers.stream_decisions import ShardDesc, StreamRecord
 
@@ -33,11 +34,6 @@ __all__ = [
 ]
 
 BATCH_INFO_KEY = "DDBStreamBatchInfo"
-
-
-def iso_s(epoch_s: float) -> str:
-    """ISO-8601 UTC in whole seconds with a ``Z``: ``2025-03-04T10:14:59Z``."""
-    return datetime.fromtimestamp(math.floor(epoch_s), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def creation_s(value: datetime | float) -> float:

@@ -19,6 +19,7 @@ from concurrent.futures import Executor
 from datetime import datetime
 from typing import Any
 
+from broker.arns import execution_role_arn
 from broker.mappings.model import EventSourceMapping
 from broker.records import iso_ms
 from pollers.aws_shards import AwsShardReader, AwsShardSource, Position
@@ -34,7 +35,7 @@ _MAX_RECORDS = 10_000  # GetRecords' Limit ceiling
 def default_role_arn(function_arn: str) -> str:
     """The execution role GetFunction reports for every function (``Role`` in
     ``broker/function_admin.py``), in the function's account."""
-    return f"arn:aws:iam::{function_arn.split(':')[4]}:role/sluice"
+    return execution_role_arn(function_arn.split(":")[4])
 
 
 def arrival_s(value: datetime | float) -> float:

@@ -22,7 +22,8 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from pollers.core import RELEASE_LEASE, RENEW_LEASE, MappingRuntime, PollerSettings
+from broker.redis_client import as_text
+from pollers.core import RELEASE_LEASE, RENEW_LEASE, MappingRuntime, PollerSettings, wait_any
 from pollers.stream_decisions import SHARD_END, ShardDesc, ShardInfo, ShardSource
 from pollers.streams import Fence, ShardConsumer
 
@@ -67,6 +68,8 @@ class StreamPoller:
         self.releasing: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._shards: list[ShardDesc] | None = None  # the last listing
+        self._listed_at = -math.inf  # when (monotonic); a shard's end asks for a new one
         self.log = runtime.log.bind(stream=source.stream_arn)
 
     def _lease(self, shard_id: str) -> str:
@@ -84,21 +87,22 @@ class StreamPoller:
                     self.log.warning("shard_refresh_failed", error=repr(exc))
                     await self.runtime.report(f"PROBLEM: Error occurred while reading: {exc}")
                 self._wake.clear()
-                waiters = {asyncio.ensure_future(e.wait()) for e in (self._stopping, self._wake)}
-                await asyncio.wait(
-                    waiters, timeout=self.settings.refresh_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                for waiter in waiters:
-                    waiter.cancel()
+                await wait_any((self._stopping, self._wake), self.settings.refresh_s)
+        except asyncio.CancelledError:  # a stop that timed out: take the consumers down
+            for reading in self.reading.values():
+                reading.task.cancel()
+            raise
         finally:
             for shard_id in list(self.reading):
                 self._let_go(shard_id)
-            await asyncio.gather(*self.releasing.values(), return_exceptions=True)
+            while self.releasing:  # the invocations in hand finish under renewed leases
+                await asyncio.wait(set(self.releasing.values()), timeout=self.settings.refresh_s)
+                with contextlib.suppress(Exception):
+                    await self._renew_leases()
             await self.source.close()
 
-    async def refresh(self) -> None:
-        """One round: renew, let go of what ended or is not ours, take a fair share."""
-        redis = self.broker.redis
+    async def _renew_leases(self) -> None:
+        """Renew the lease of every shard read or finishing; a lost one stops its reader."""
         ttl_ms = int(self.settings.lease_ttl_s * 1000)
         for shard_id in [*self.reading, *self.releasing]:
             if shard_id not in self.reading and shard_id not in self.releasing:
@@ -108,14 +112,38 @@ class StreamPoller:
                 self.log.warning("shard_lease_lost", shard=shard_id)
                 if shard_id in self.reading:
                     self.reading[shard_id].consumer.stop()
+
+    async def _listing(self) -> list[ShardDesc]:
+        """The stream's shards, listed again every ``shard_list_interval_s`` (AWS limits
+        DescribeStream to a few calls a second) or when a shard has ended; a listing slower
+        than half a lease is abandoned for the last one, so renewals never wait on AWS."""
+        due = time.monotonic() - self._listed_at >= self.settings.shard_list_interval_s
+        if self._shards is None or due:
+            try:
+                listing = self.source.shards()
+                self._shards = await asyncio.wait_for(listing, self.settings.lease_ttl_s / 2)
+                self._listed_at = time.monotonic()
+            except TimeoutError:
+                self.log.warning("shard_listing_slow")
+                if self._shards is None:
+                    raise
+        return self._shards
+
+    async def refresh(self) -> None:
+        """One round: renew, let go of what ended or is not ours, take a fair share."""
+        redis = self.broker.redis
+        ttl_ms = int(self.settings.lease_ttl_s * 1000)
+        await self._renew_leases()
         if self.mapping.starting_position == "LATEST" and self.source.pin_ms is None:
             await self._pin()
-        shards = await self.source.shards()
+        shards = await self._listing()
         finished = {
-            (k.decode() if isinstance(k, bytes) else k)
+            as_text(k)
             for k, v in (await redis.hgetall(self._checkpoint_key)).items()
-            if (v.decode() if isinstance(v, bytes) else v) == SHARD_END
+            if as_text(v) == SHARD_END
         }
+        if shards:  # an empty listing is no proof that anything was trimmed
+            await self._forget(finished - {shard.shard_id for shard in shards})
         readable = _readable(shards, finished)
         for shard_id, reading in list(self.reading.items()):
             if reading.task.done() or shard_id not in readable:
@@ -132,6 +160,19 @@ class StreamPoller:
                 continue
             if await redis.set(self._lease(shard_id), self.token, nx=True, px=ttl_ms):
                 self._start(shard)
+
+    async def _forget(self, gone: set[str]) -> None:
+        """Finished shards trimmed from the stream: nothing will ask for them again."""
+        if not gone:
+            return
+        keys = self.broker.keys
+        async with self.broker.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(self._checkpoint_key, *gone)
+            pipe.hdel(keys.mapping_windows(self.mapping.uuid), *gone)
+            pipe.hdel(
+                keys.mapping_stats(self.mapping.uuid), *(f"iterator_age_ms:{s}" for s in gone)
+            )
+            await pipe.execute()
 
     async def _pin(self) -> None:
         """LATEST: one moment for every shard of the mapping, the first start's (kept in
@@ -160,9 +201,14 @@ class StreamPoller:
             self.runtime, self.settings, self.source.reader(shard), info, fence
         )
         task = asyncio.create_task(consumer.run(), name=f"sluice-shard-{shard.shard_id}")
-        task.add_done_callback(lambda _task: self._wake.set())  # a child may start now
+        task.add_done_callback(self._ended)
         self.reading[shard.shard_id] = _Reading(consumer, task)
         self.log.info("shard_started", shard=shard.shard_id)
+
+    def _ended(self, _task: asyncio.Task[None]) -> None:
+        """A consumer ended (its shard finished, say): list again now, a child may start."""
+        self._listed_at = -math.inf
+        self._wake.set()
 
     def _let_go(self, shard_id: str) -> None:
         reading = self.reading.pop(shard_id)
@@ -170,20 +216,22 @@ class StreamPoller:
         self.releasing[shard_id] = asyncio.create_task(self._finish(shard_id, reading))
 
     async def _finish(self, shard_id: str, reading: _Reading) -> None:
-        """Wait for a stopped consumer (the invocation in hand finishes), then release its
-        lease."""
+        """Wait for a stopped consumer (the invocation in hand finishes; after 30 s it is
+        cancelled), then release its lease."""
         try:
-            await asyncio.wait_for(asyncio.shield(reading.task), timeout=30.0)
-        except TimeoutError:
-            reading.task.cancel()
-            await asyncio.gather(reading.task, return_exceptions=True)
-        except Exception as exc:
-            self.log.error("shard_consumer_crashed", shard=shard_id, error=repr(exc))
-        self.releasing.pop(shard_id, None)  # first: a renewal racing the release is no loss
-        with contextlib.suppress(Exception):  # Redis gone: the lease lapses on its own
-            await self._release(keys=[self._lease(shard_id)], args=[self.token])
-        self._wake.set()
-        self.log.info("shard_stopped", shard=shard_id, finished=reading.consumer.finished)
+            done, _ = await asyncio.wait({reading.task}, timeout=30.0)
+            if not done:
+                reading.task.cancel()
+                await asyncio.wait({reading.task})
+            if not reading.task.cancelled() and reading.task.exception() is not None:
+                error = repr(reading.task.exception())
+                self.log.error("shard_consumer_crashed", shard=shard_id, error=error)
+        finally:
+            self.releasing.pop(shard_id, None)  # first: a renewal racing the release is no loss
+            with contextlib.suppress(Exception):  # Redis gone: the lease lapses on its own
+                await self._release(keys=[self._lease(shard_id)], args=[self.token])
+            self._wake.set()
+            self.log.info("shard_stopped", shard=shard_id, finished=reading.consumer.finished)
 
 
 def _readable(shards: list[ShardDesc], finished: set[str]) -> dict[str, ShardDesc]:

@@ -315,6 +315,3 @@ def on_failure_record(
         "streamArn": shard.stream_arn,
     }
     return record
-
-
-# -- the consumer ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 
-from pollers.core import MappingRuntime, PollerSettings
+from pollers.core import MappingRuntime, PollerSettings, wait_any
 from pollers.stream_decisions import (
     SHARD_END,
     ShardInfo,
@@ -31,7 +31,8 @@ from pollers.stream_decisions import (
     StreamPolicy,
     StreamRecord,
 )
-from pollers.stream_lane import Lane, Window
+from pollers.stream_lane import Lane
+from pollers.stream_windows import Window
 
 __all__ = ["Fence", "ShardConsumer"]
 
@@ -112,7 +113,9 @@ class ShardConsumer:
         self.broker = runtime.broker
         self.policy = StreamPolicy.of(self.mapping, settings)
         keys = self.broker.keys
-        if fence is None and runtime.lease_token is not None:  # the mapping's own lease
+        if fence is None:  # the mapping's own lease
+            if runtime.lease_token is None:
+                raise ValueError("a ShardConsumer writes checkpoints only under a lease")
             fence = Fence(keys.mapping_lease(self.mapping.uuid), runtime.lease_token)
         self.fence = fence
         self._checkpoint_key = keys.mapping_checkpoint(self.mapping.uuid)
@@ -123,6 +126,9 @@ class ShardConsumer:
         self._saving = asyncio.Lock()
         self._lanes: list[Lane] = []
         self.window_snapshot = ""  # the open window's JSON, saved with the next checkpoint
+        # When the last read that found nothing began (Sluice's clock): the shard is read up
+        # to then. None while reads find records.
+        self.idle_since: float | None = None
         self.log = self.runtime.log.bind(stream=self.shard.stream_arn, shard=self.shard.shard_id)
 
     def stop(self) -> None:
@@ -147,33 +153,27 @@ class ShardConsumer:
         """Move the checkpoint (and the open window with it), only while this process still
         holds its lease: a poller that lost it (stalled past its TTL) must not move a new
         owner's back."""
-        redis, shard_id = self.broker.redis, self.shard.shard_id
-        if self.fence is None:  # not run by a manager (no lease to honour)
-            async with redis.pipeline(transaction=True) as pipe:
-                if sequence:
-                    pipe.hset(self._checkpoint_key, shard_id, sequence)
-                if window:
-                    pipe.hset(self._windows_key, shard_id, window)
-                await pipe.execute()
-            return
         saved = await self._fenced_save(
             keys=[self.fence.key, self._checkpoint_key, self._windows_key],
-            args=[self.fence.token, shard_id, sequence, window],
+            args=[self.fence.token, self.shard.shard_id, sequence, window],
         )
         if not saved:
             self.log.warning("checkpoint_refused_lease_lost", sequence=sequence)
             self.stopping.set()
 
-    async def save_window(self, window: Window) -> None:
+    async def save_window(self, window: str) -> None:
         """Store the open window now (a window just closed), the checkpoint unchanged."""
         async with self._saving:
-            self.window_snapshot = window.dumps()
-            await self._save("", self.window_snapshot)
+            self.window_snapshot = window
+            await self._save("", window)
 
-    async def finish(self, indices: list[int]) -> None:
-        """Records fully handled (invoked with success, or sent on failure): move the
-        checkpoint past the leading run of handled records."""
+    async def finish(self, indices: list[int], window: str | None = None) -> None:
+        """Records fully handled (invoked with success, or sent on failure), with the
+        window's state that includes them: move the checkpoint past the leading run of
+        handled records, the window with it."""
         self._progress.finish(indices)
+        if window is not None:  # no await since the line above: they travel together
+            self.window_snapshot = window
         self._progressed.set()
         async with self._saving:
             sequence = self._progress.advance()
@@ -194,13 +194,19 @@ class ShardConsumer:
         tasks = [asyncio.create_task(lane.run()) for lane in lanes]
         try:
             await self._read(lanes, tasks)
+        except asyncio.CancelledError:  # a stop that timed out: the lanes go too
+            for task in tasks:
+                task.cancel()
+            raise
         finally:
             for lane in lanes:
                 lane.stop()
             results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+            failures = [r for r in results if isinstance(r, Exception)]
+            for failure in failures:
+                self.log.warning("stream_lane_failed", error=repr(failure))
+        if failures:
+            raise failures[0]
 
     async def _open_window(self) -> Window | None:
         """The tumbling window open at the checkpoint (None without windows)."""
@@ -232,7 +238,9 @@ class ShardConsumer:
             # The first read is one round of batches, so the lanes start soon; later reads
             # fill the read-ahead while they invoke.
             limit = min(ahead - self._progress.pending, 10_000 if warm else first)
+            began = self.broker.clock.now()
             records = await self.reader.read(limit, self.settings.stream_read_block_s)
+            self.idle_since = None if records else began
             if records:
                 warm = True
                 await self._dispatch(records, lanes)
@@ -268,15 +276,11 @@ class ShardConsumer:
 
     async def _wait_progress(self) -> None:
         self._progressed.clear()
-        await self._wait(self._progressed, self.settings.stream_read_block_s)
+        await self.wait_for(self._progressed, self.settings.stream_read_block_s)
 
-    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
-        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.stopping.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+    async def wait_for(self, event: asyncio.Event, seconds: float) -> None:
+        """Until ``event``, a stop, or ``seconds``."""
+        await wait_any((event, self.stopping), seconds)
 
     async def sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from broker import Broker, ManualClock, Settings
 from tests.servers import RabbitServer, RedisServer, start_rabbitmq, start_redis
 
-pytest_plugins = ["tests.api_fixtures"]
+pytest_plugins = ["tests.api_fixtures", "tests.stream_fixtures"]
 
 # Hermetic AWS: never ask an instance-metadata endpoint for credentials.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # a `sluice serve` to drive with boto3

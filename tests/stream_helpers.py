@@ -33,6 +33,7 @@ STREAM_BROKER_SETTINGS: dict[str, Any] = {
     "poller_lease_ttl_s": 5,
     "stream_read_block_s": 0.1,
     "stream_poll_interval_s": 0.05,
+    "stream_shard_list_interval_s": 0.1,
     "stream_retry_backoff_s": 0.01,
     "stream_retry_backoff_max_s": 0.05,
 }

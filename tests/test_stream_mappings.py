@@ -1,8 +1,10 @@
 """What Kinesis and DynamoDB Streams mappings share, each test run once per source against
 moto's standalone server (spec §9.2, §12 63-72): retries and the on-failure record, record
-age, bisect, partial failures, ParallelizationFactor, tumbling windows, the lifecycle.
+age, bisect, partial failures, ParallelizationFactor, the lifecycle (tumbling windows:
+``test_stream_windows.py``).
 
-``source`` is a Kinesis stream or a DynamoDB table (:class:`tests.stream_helpers.Source`);
+``source`` is a Kinesis stream or a DynamoDB table (:class:`tests.stream_helpers.Source`,
+fixtures in ``tests/stream_fixtures.py``);
 the function is a small HTTP server following the Lambda Invoke contract whose ``answer``
 decides, per test, what it replies. moto stamps records with the wall clock, so tests of
 record age and windows set the broker's ManualClock to now and advance it from there. What
@@ -15,7 +17,6 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -31,13 +32,10 @@ from tests.stream_helpers import (
     STREAM_BROKER_SETTINGS,
     Event,
     Source,
-    Stream,
     StreamFunction,
-    Table,
     batch_info,
     checkpoint,
     equals,
-    iso_s,
     make_queue,
     map_source,
     received,
@@ -47,24 +45,6 @@ from tests.stream_helpers import (
 )
 
 ON_FAILURE_KEYS = ["requestContext", "responseContext", "version", "timestamp"]
-
-
-@pytest.fixture(params=["kinesis", "dynamodb"])
-def source(request: pytest.FixtureRequest, aws: str) -> Source:
-    kind: type[Stream] | type[Table] = {"kinesis": Stream, "dynamodb": Table}[request.param]
-    return kind(aws)
-
-
-@pytest.fixture
-def function(source: Source) -> Iterator[StreamFunction]:
-    fn = StreamFunction(sequence=source.sequence, key=source.key)
-    yield fn
-    fn.server.stop()
-
-
-@pytest.fixture
-async def broker(make_broker: BrokerFactory, function: StreamFunction) -> Broker:
-    return await stream_broker(make_broker, function)
 
 
 def _on_failure(queue_arn: str) -> dict[str, Any]:
@@ -357,83 +337,6 @@ async def test_parallelization_factor_keeps_order_per_key(
     assert function.key_clashes == 0
     last = max(everything, key=int)
     await until(lambda: equals(checkpoint(broker, uuid, source.shard_id), last))
-
-
-def _inside_a_window(clock: ManualClock, size: int) -> None:
-    """Wait out a window's last 20 s (too near its end to stay inside it); set the clock."""
-    if size - time.time() % size < 20:
-        time.sleep(size - time.time() % size + 0.1)
-    clock.set(time.time())
-
-
-async def test_tumbling_window_carries_state_to_a_final_invocation(
-    broker: Broker, source: Source, function: StreamFunction, clock: ManualClock
-) -> None:
-    """Spec §12 70: each invocation gets the state the previous one returned; a response
-    without ``state`` failed (retried); the window's end brings isFinalInvokeForWindow."""
-    size = 900
-    _inside_a_window(clock, size)
-    start = int(time.time() // size) * size
-    answers = iter([ok({"no": "state"})])
-
-    def answer(event: Event) -> Answer:
-        forced = next(answers, None)
-        if forced is not None:
-            return forced
-        count = event["state"].get("count", 0) + len(event["Records"])
-        return ok({"state": {"count": count}})
-
-    function.answer = answer
-    source.put("a", "b", "c")
-    await map_source(broker, source.arn, BatchSize=2, TumblingWindowInSeconds=size)
-    await until(lambda: len(function.events) >= 3)
-    await until(lambda: sum(len(e["Records"]) for e in function.events[1:]) == 3)
-    first, retried, second = function.events[:3]
-    assert first["state"] == {} and retried["state"] == {}  # the stateless reply failed
-    assert retried["Records"] == first["Records"]
-    assert second["state"] == {"count": 2}
-    assert first["window"] == {"start": iso_s(start), "end": iso_s(start + size)}
-    assert first["shardId"] == source.shard_id and first["eventSourceARN"] == source.arn
-    assert not any(
-        e["isFinalInvokeForWindow"] or e["isWindowTerminatedEarly"] for e in function.events
-    )
-    clock.set(start + size + 1)
-    await until(lambda: function.events[-1]["isFinalInvokeForWindow"])
-    final = function.events[-1]
-    assert final["Records"] == [] and final["state"] == {"count": 3}
-    assert final["isWindowTerminatedEarly"] is False
-
-
-async def test_a_state_over_1_mb_ends_the_window_early(
-    broker: Broker, source: Source, function: StreamFunction, clock: ManualClock
-) -> None:
-    """Past 1 MB of state the window ends early: a final invocation with
-    isWindowTerminatedEarly, then the same window goes on with a fresh state."""
-    size = 900
-    _inside_a_window(clock, size)
-    big = "x" * (1024 * 1024 + 1)
-
-    def answer(event: Event) -> Answer:
-        if event["isFinalInvokeForWindow"]:
-            return ok({"state": {}})
-        if source.data(event["Records"][0]) == "grow":
-            return ok({"state": {"blob": big}})
-        return ok({"state": {"seen": len(event["Records"])}})
-
-    function.answer = answer
-    source.put("grow")
-    await map_source(broker, source.arn, BatchSize=1, TumblingWindowInSeconds=size)
-    await until(lambda: len(function.events) >= 2)
-    grow, final = function.events[:2]
-    assert (grow["isFinalInvokeForWindow"], grow["isWindowTerminatedEarly"]) == (False, False)
-    assert (final["isFinalInvokeForWindow"], final["isWindowTerminatedEarly"]) == (True, True)
-    assert final["Records"] == [] and final["state"] == {"blob": big}
-    assert final["window"] == grow["window"]
-    source.put("next")
-    await until(lambda: len(function.events) >= 3)
-    after = function.events[2]
-    assert after["state"] == {} and after["window"] == grow["window"]
-    assert after["isFinalInvokeForWindow"] is False
 
 
 # -- lifecycle --------------------------------------------------------------------------------
