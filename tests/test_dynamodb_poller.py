@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from broker import Broker
-from tests.conftest import BrokerFactory
 from tests.helpers import until
 from tests.servers import ok
 from tests.stream_helpers import (
@@ -35,25 +33,18 @@ from tests.stream_helpers import (
     map_source,
     received,
     stats,
-    stream_broker,
 )
 
 
 @pytest.fixture
-def function() -> Iterator[StreamFunction]:
-    fn = StreamFunction(sequence=Table.sequence, key=Table.key)
-    yield fn
-    fn.server.stop()
-
-
-@pytest.fixture
-async def broker(aws: str, make_broker: BrokerFactory, function: StreamFunction) -> Broker:
-    return await stream_broker(make_broker, function)
-
-
-@pytest.fixture
-def table(aws: str) -> Table:
+def source(aws: str) -> Table:
+    """This module's source (``function`` and ``broker``: ``tests/stream_fixtures.py``)."""
     return Table(aws)
+
+
+@pytest.fixture
+def table(source: Table) -> Table:
+    return source
 
 
 # -- shape, filters, starting positions -------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,20 +35,14 @@ SHARD = Stream.shard_id
 
 
 @pytest.fixture
-def function() -> Iterator[StreamFunction]:
-    fn = StreamFunction(sequence=Stream.sequence, key=Stream.key)
-    yield fn
-    fn.server.stop()
-
-
-@pytest.fixture
-async def broker(aws: str, make_broker: BrokerFactory, function: StreamFunction) -> Broker:
-    return await stream_broker(make_broker, function)
-
-
-@pytest.fixture
-def stream(aws: str) -> Stream:
+def source(aws: str) -> Stream:
+    """This module's source (``function`` and ``broker``: ``tests/stream_fixtures.py``)."""
     return Stream(aws)
+
+
+@pytest.fixture
+def stream(source: Stream) -> Stream:
+    return source
 
 
 # -- shape, starting positions, filters -------------------------------------------------------
