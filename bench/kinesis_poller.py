@@ -33,7 +33,6 @@ import http.client
 import json
 import os
 import pstats
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,13 +46,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import boto3
 import redis.asyncio as aioredis
 
-from bench.common import percentile
-from bench.sqs_poller import NoopFunction, wait_for_port
+from bench.common import percentile, start_moto
+from bench.sqs_poller import NoopFunction
 from broker.core import Broker
 from broker.logsetup import configure_logging
 from broker.settings import Settings
 from pollers.kinesis import default_role_arn, kinesis_record
-from tests.servers import free_port, start_redis
+from tests.servers import start_redis
 
 SHARDS = 4
 PUT_CHUNK = 500  # PutRecords' ceiling
@@ -228,23 +227,8 @@ async def sluice_run(
 
 async def main(records: int, batch_sizes: list[int], profile: bool) -> None:
     configure_logging("console", "warning")
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    moto_port = free_port()
-    moto = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(sys.executable), "moto_server"),
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(moto_port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{moto_port}"
-    await asyncio.to_thread(wait_for_port, moto_port)
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    moto = await start_moto()
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
     server = start_redis()
     function = NoopFunction()
     client = aioredis.Redis(port=server.port)

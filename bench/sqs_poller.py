@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -38,11 +36,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import boto3
 import redis.asyncio as aioredis
 
-from bench.common import percentile
+from bench.common import percentile, start_moto
 from broker.core import Broker
 from broker.logsetup import configure_logging
 from broker.settings import Settings
-from tests.servers import free_port, start_redis
+from tests.servers import start_redis
 
 MESSAGES = 2_000
 LATENCY_SAMPLES = 60
@@ -80,18 +78,6 @@ class NoopFunction:
 
     def records(self) -> int:
         return sum(len(event["Records"]) for _, event in self.arrivals)
-
-
-def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def sqs_client(endpoint: str) -> Any:
@@ -183,23 +169,8 @@ async def latency(broker: Broker, sqs: Any, function: NoopFunction) -> list[floa
 
 async def main() -> None:
     configure_logging("console", "warning")
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    moto_port = free_port()
-    moto = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(sys.executable), "moto_server"),
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(moto_port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{moto_port}"
-    await asyncio.to_thread(wait_for_port, moto_port)
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    moto = await start_moto()
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
     server = start_redis()
     function = NoopFunction()
     client = aioredis.Redis(port=server.port)
