@@ -44,6 +44,11 @@ sluice_esm_deleted_events_total             DeletedEventCount (SQS)      deleted
 sluice_esm_on_failure_events_total          — (DroppedEventCount +       on_failure_records
                                             OnFailureDestination
                                             DeliveredEventCount)
+sluice_esm_dropped_events_total             DroppedEventCount            dropped (streams: no
+                                                                         destination, or its
+                                                                         delivery failed)
+sluice_esm_on_failure_delivered_events      OnFailureDestination         on_failure_delivered
+  _total                                    DeliveredEventCount
 sluice_esm_on_failure_delivery_failures     DestinationDelivery          on_failure_delivery
   _total                                    Failures §11.1 (batches)     _failed
 sluice_esm_invocations_total                —                            invoked
@@ -59,9 +64,7 @@ sluice_esm_info{state} (gauge, 1)           —                            the m
 ==========================================  ===========================  ==========================
 
 Not counted yet (no value is exposed rather than a made-up one): ``AsyncEventAge`` as AWS
-defines it (per attempt); ``DroppedEventCount`` and ``OnFailureDestinationDeliveredEventCount``
-apart (only their sum, ``on_failure_records``, is kept, and failed deliveries are counted
-per batch); ``Invocations``/``Errors``/``Throttles`` of synchronous invokes; Kafka's
+defines it (per attempt); ``Invocations``/``Errors``/``Throttles`` of synchronous invokes; Kafka's
 ``CommittedEventCount``, error counts and offset lags (no Kafka source).
 """
 
@@ -181,6 +184,18 @@ MAPPING_COUNTERS: tuple[tuple[str, str, str], ...] = (
         "on_failure_records",
         "Stream records discarded (too old, retries exhausted, oversize) and handed to the "
         "on-failure path (AWS DroppedEventCount + OnFailureDestinationDeliveredEventCount).",
+    ),
+    (
+        "sluice_esm_dropped_events",
+        "dropped",
+        "Stream records discarded with no on-failure destination, or whose delivery to it "
+        "failed (AWS DroppedEventCount).",
+    ),
+    (
+        "sluice_esm_on_failure_delivered_events",
+        "on_failure_delivered",
+        "Stream records whose on-failure record was delivered "
+        "(AWS OnFailureDestinationDeliveredEventCount).",
     ),
     (
         "sluice_esm_on_failure_delivery_failures",

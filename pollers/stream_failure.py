@@ -77,15 +77,20 @@ async def discard(
     await _keep(consumer, entry, now)
     consumer.log.info("stream_batch_discarded", condition=condition, records=len(records))
     await consumer.runtime.count(on_failure_records=len(records))
+    # DroppedEventCount counts what no destination got; OnFailureDestinationDelivered-
+    # EventCount what one did (spec §11.2).
     if not target:
+        await consumer.runtime.count(dropped=len(records))
         return
     # The deliverer's retries (tenacity, Retry-After) for one entry shaped like this.
-    if not await broker.deliverer.redeliver(mapping.function_name, [entry]):
-        consumer.log.warning("on_failure_delivery_failed", target=target, records=len(records))
-        await consumer.runtime.count(on_failure_delivery_failed=1)
-        entry["errors"].append(f"OnFailure delivery to {target} failed after retries")
-        entry["delivery"] = {"kind": "record", "errorCode": 200, "errorMessage": ""}
-        await _keep(consumer, entry, now)
+    if await broker.deliverer.redeliver(mapping.function_name, [entry]):
+        await consumer.runtime.count(on_failure_delivered=len(records))
+        return
+    consumer.log.warning("on_failure_delivery_failed", target=target, records=len(records))
+    await consumer.runtime.count(on_failure_delivery_failed=1, dropped=len(records))
+    entry["errors"].append(f"OnFailure delivery to {target} failed after retries")
+    entry["delivery"] = {"kind": "record", "errorCode": 200, "errorMessage": ""}
+    await _keep(consumer, entry, now)
 
 
 async def _keep(consumer: ShardConsumer, entry: dict[str, Any], now: float) -> None:

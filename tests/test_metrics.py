@@ -225,6 +225,9 @@ async def test_mapping_counters_and_iterator_age_from_a_stream_poller(
     assert esm("sluice_esm_failed_invocations_total", failing, "poison") == 1
     assert esm("sluice_esm_failed_invoke_events_total", failing, "poison") == 2
     assert esm("sluice_esm_on_failure_events_total", failing, "poison") == 2
+    # No on-failure destination: the discarded records count as dropped, none as delivered.
+    assert esm("sluice_esm_dropped_events_total", failing, "poison") == 2
+    assert esm("sluice_esm_on_failure_delivered_events_total", failing, "poison") == 0
     assert esm("sluice_esm_retried_batches_total", failing, "poison") == 0
     # IteratorAge: the last record's age as its batch was sent, from the clock.
     ages = {

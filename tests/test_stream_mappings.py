@@ -115,6 +115,8 @@ async def test_retries_then_the_on_failure_record_in_sqs(
     after = source.put("d")
     await until(lambda: function.delivered()[-1:] == after)
     await until(lambda: equals(checkpoint(broker, uuid, source.shard_id), after[0]))
+    counted = await stats(broker, uuid)  # OnFailureDestinationDeliveredEventCount
+    assert counted["on_failure_delivered"] == 3 and "dropped" not in counted
 
 
 async def test_the_on_failure_record_in_sns_and_s3(
