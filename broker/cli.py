@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from broker.cli_dlq import dlq_app
+from broker.cli_esm import esm_app
 from broker.cli_filter import filter_app
 from broker.errors import ApiError, SluiceError
 from broker.logsetup import configure_logging
@@ -25,6 +27,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(filter_app, name="filter")
+app.add_typer(esm_app, name="esm")
+app.add_typer(dlq_app, name="dlq")
 
 RedisUrl = Annotated[
     str | None, typer.Option("--redis-url", envvar="SLUICE_REDIS_URL", help="redis://host:port/db")
