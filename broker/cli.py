@@ -16,6 +16,7 @@ import typer
 from broker.cli_dlq import dlq_app
 from broker.cli_esm import esm_app
 from broker.cli_filter import filter_app
+from broker.cli_options import ConfigFile, RedisUrl
 from broker.errors import ApiError, SluiceError
 from broker.logsetup import configure_logging
 from broker.settings import FunctionSpec, Settings
@@ -30,15 +31,9 @@ app.add_typer(filter_app, name="filter")
 app.add_typer(esm_app, name="esm")
 app.add_typer(dlq_app, name="dlq")
 
-RedisUrl = Annotated[
-    str | None, typer.Option("--redis-url", envvar="SLUICE_REDIS_URL", help="redis://host:port/db")
-]
 Functions = Annotated[
     list[str] | None,
     typer.Option("--function", help="NAME=TARGET, repeatable (python:mod:func, http://...)"),
-]
-ConfigFile = Annotated[
-    Path | None, typer.Option("--config", exists=True, dir_okay=False, help="TOML settings")
 ]
 
 

@@ -27,10 +27,10 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.arns import parse_function_name
+from broker.cli_options import ConfigFile, KeyPrefix, RedisUrl, redis_settings
 from broker.errors import ApiError
 from broker.keys import Keys
 from broker.redis_client import as_text, connect
-from broker.settings import Settings
 
 dlq_app = typer.Typer(
     help="Sluice's dead-letter store: every event that ended without success.",
@@ -229,15 +229,6 @@ class DeadLetterQuery:
 
 
 # -- command plumbing --------------------------------------------------------------------------
-RedisUrl = Annotated[
-    str | None, typer.Option("--redis-url", envvar="SLUICE_REDIS_URL", help="redis://host:port/db")
-]
-KeyPrefix = Annotated[
-    str | None, typer.Option("--key-prefix", help="Sluice's key prefix (default sluice)")
-]
-ConfigFile = Annotated[
-    Path | None, typer.Option("--config", exists=True, dir_okay=False, help="TOML settings")
-]
 FunctionsOpt = Annotated[
     list[str] | None,
     typer.Option("--function", metavar="NAME", help="a function (name or ARN); repeatable"),
@@ -307,10 +298,7 @@ def run_query(
     work: Callable[[DeadLetterQuery], Awaitable[T]],
 ) -> T:
     """Run ``work`` against the dead-letter store named by the settings; Redis errors exit 1."""
-    settings = Settings.load(config, redis_url=redis_url, key_prefix=key_prefix)
-    if not settings.redis_url:
-        typer.echo("sluice dlq needs --redis-url (or SLUICE_REDIS_URL)", err=True)
-        raise typer.Exit(2)
+    settings = redis_settings("dlq", redis_url, key_prefix, config)
     url, keys = settings.redis_url, Keys(settings.key_prefix)
 
     async def main() -> T:

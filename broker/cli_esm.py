@@ -44,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.arns import parse_function_name
+from broker.cli_options import ConfigFile, KeyPrefix, RedisUrl, redis_settings
 from broker.clock import RedisClock
 from broker.errors import ApiError, ResourceNotFoundError
 from broker.functions import FunctionStore
@@ -86,15 +87,6 @@ _MAX_ENTRY_SEQ = 2**64 - 1
 _AWS_SEQUENCE = re.compile(r"^\d{1,128}$")
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
-RedisUrl = Annotated[
-    str | None, typer.Option("--redis-url", envvar="SLUICE_REDIS_URL", help="redis://host:port/db")
-]
-KeyPrefix = Annotated[
-    str | None, typer.Option("--key-prefix", envvar="SLUICE_KEY_PREFIX", help="default sluice")
-]
-ConfigFile = Annotated[
-    Path | None, typer.Option("--config", exists=True, dir_okay=False, help="TOML settings")
-]
 JsonFlag = Annotated[bool, typer.Option("--json", help="JSON instead of a table")]
 Uuid = Annotated[str, typer.Argument(metavar="UUID", help="the mapping's UUID")]
 
@@ -187,11 +179,7 @@ class Esm:
 
 
 def _settings(redis_url: str | None, key_prefix: str | None, config: Path | None) -> Settings:
-    settings = Settings.load(config, redis_url=redis_url, key_prefix=key_prefix)
-    if not settings.redis_url:
-        typer.echo("sluice esm needs --redis-url (or SLUICE_REDIS_URL)", err=True)
-        raise typer.Exit(2)
-    return settings
+    return redis_settings("esm", redis_url, key_prefix, config)
 
 
 @asynccontextmanager

@@ -1,0 +1,34 @@
+"""Options every ``sluice`` command that talks to Redis shares, and the settings they make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from broker.settings import Settings
+
+__all__ = ["ConfigFile", "KeyPrefix", "RedisUrl", "redis_settings"]
+
+RedisUrl = Annotated[
+    str | None, typer.Option("--redis-url", envvar="SLUICE_REDIS_URL", help="redis://host:port/db")
+]
+KeyPrefix = Annotated[
+    str | None,
+    typer.Option("--key-prefix", envvar="SLUICE_KEY_PREFIX", help="Sluice's key prefix (sluice)"),
+]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", exists=True, dir_okay=False, help="TOML settings")
+]
+
+
+def redis_settings(
+    command: str, redis_url: str | None, key_prefix: str | None, config: Path | None
+) -> Settings:
+    """Settings from ``config`` and the flags; exits 2 when no Redis URL is given at all."""
+    settings = Settings.load(config, redis_url=redis_url, key_prefix=key_prefix)
+    if not settings.redis_url:
+        typer.echo(f"sluice {command} needs --redis-url (or SLUICE_REDIS_URL)", err=True)
+        raise typer.Exit(2)
+    return settings
