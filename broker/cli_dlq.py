@@ -11,7 +11,11 @@ entries stored meanwhile stay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
+import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -24,13 +28,28 @@ import redis.asyncio as aioredis
 import typer
 from redis.exceptions import RedisError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from broker.arns import parse_function_name
 from broker.cli_options import ConfigFile, KeyPrefix, RedisUrl, redis_settings
+from broker.clock import RedisClock
+from broker.core import Broker
 from broker.errors import ApiError
 from broker.keys import Keys
+from broker.records import iso_ms
 from broker.redis_client import as_text, connect
+from broker.replay import (
+    Pacer,
+    QueueFull,
+    Replayer,
+    ReplayHistory,
+    ReplayResult,
+    Step,
+    new_record,
+    updated_record,
+)
+from broker.settings import Settings
 
 dlq_app = typer.Typer(
     help="Sluice's dead-letter store: every event that ended without success.",
@@ -483,3 +502,324 @@ def dlq_purge(
     gone = len(matches) - removed
     tail = f" ({gone} had already left the store)" if gone else ""
     typer.echo(f"purged {_plural(removed)}{tail}")
+
+
+# -- replay and history ------------------------------------------------------------------------
+IdsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--id", metavar="ID", help="an entry id (dlq list shows them); repeatable"),
+]
+
+
+def _selection(
+    wanted: EntryFilter, ids: list[str], to: str | None, rate: float | None
+) -> dict[str, Any]:
+    """What a replay was asked for, for its history record (empty fields left out)."""
+    fields: dict[str, Any] = {
+        "functions": list(wanted.functions),
+        "mapping": wanted.mapping,
+        "kinds": sorted(wanted.kinds),
+        "conditions": sorted(wanted.conditions),
+        "errorTypes": sorted(wanted.error_types),
+        "since": None if wanted.since_s is None else iso_ms(wanted.since_s),
+        "until": None if wanted.until_s is None else iso_ms(wanted.until_s),
+        "limit": wanted.limit,
+        "ids": ids,
+        "to": to,
+        "rate": rate,
+    }
+    return {key: value for key, value in fields.items() if value not in (None, [])}
+
+
+async def _selected(query: DeadLetterQuery, wanted: EntryFilter, ids: list[str]) -> list[Match]:
+    if not ids:
+        return await query.find(wanted)
+    found: list[Match] = []
+    for entry_id in dict.fromkeys(ids):
+        matches = await query.get(entry_id, wanted.functions)
+        if not matches:
+            raise _Usage(f"no dead-letter entry {entry_id!r}")
+        if len(matches) > 1:
+            names = ", ".join(m.function for m in matches)
+            raise _Usage(f"entry {entry_id!r} is in several functions ({names}): add --function")
+        found += matches
+    return found
+
+
+class _Usage(Exception):
+    """A replay asked for something that is not there (exit 1 with the message)."""
+
+
+def run_replayer(
+    settings: Settings, work: Callable[[Replayer, DeadLetterQuery], Awaitable[T]]
+) -> T:
+    """Run ``work`` with a replayer on a broker that dispatches nothing (its clock is Redis's
+    and its deliverer does redeliveries); Redis errors exit 1."""
+
+    async def main() -> T:
+        client = connect(settings.redis_url or "")
+        broker = Broker(settings, client, dispatch=False)
+        try:
+            if isinstance(broker.clock, RedisClock):
+                await broker.clock.calibrate(client)
+            return await work(Replayer(broker), DeadLetterQuery(client, broker.keys))
+        finally:
+            await broker.destinations.close()
+            await broker.invokers.close()
+            await client.aclose()
+            await client.connection_pool.disconnect()
+
+    try:
+        return asyncio.run(main())
+    except RedisError as exc:
+        typer.echo(f"sluice: Redis at {settings.redis_url}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except _Usage as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+
+def _plan_table(steps: list[Step]) -> Table:
+    table = Table()
+    for column in ("id", "function", "kind", "action", "to", "new request id / reason"):
+        table.add_column(column, overflow="fold")
+    for step in steps:
+        row = step.describe()
+        table.add_row(
+            row["id"],
+            row["function"],
+            row["kind"],
+            row["action"],
+            row["to"] or "-",
+            row.get("newRequestId") or row.get("reason") or "-",
+        )
+    return table
+
+
+def _routes(steps: list[Step]) -> str:
+    how = {"enqueue": "new async events", "redeliver": "redelivered"}
+    routes = Counter(
+        f"{s.function} -> {s.to} ({how[s.action]})" for s in steps if s.action != "skip"
+    )
+    return "; ".join(f"{route}: {n}" for route, n in sorted(routes.items()))
+
+
+class _Reporter:
+    """Progress: a rich progress bar on a terminal, else a line at most once a second."""
+
+    def __init__(self, total: int, *, quiet: bool) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.bar: Progress | None = None
+        self._last = 0.0
+        if not quiet and sys.stdout.isatty():
+            self.bar = Progress(
+                TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+            )
+            self._task = self.bar.add_task("replay", total=total)
+            self.bar.start()
+
+    def show(self, result: ReplayResult) -> None:
+        if self.bar is not None:
+            self.bar.update(self._task, completed=result.done)
+        elif not self.quiet and (time.monotonic() - self._last >= 1.0 or result.done == self.total):
+            self._last = time.monotonic()
+            typer.echo(f"replayed {result.done}/{self.total}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    function: FunctionsOpt = None,
+    mapping: MappingOpt = None,
+    kind: KindsOpt = None,
+    condition: ConditionsOpt = None,
+    error_type: ErrorTypesOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: LimitOpt = None,
+    ids: IdsOpt = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", metavar="FUNCTION", help="replay events into this function"),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="show what would be replayed and where; change nothing"),
+    ] = False,
+    rate: Annotated[
+        float | None, typer.Option("--rate", min=0.001, metavar="N", help="at most N entries/s")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="don't ask for confirmation")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="allow a replay with no filter: every entry")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="the plan (--dry-run) or the replay's record as JSON")
+    ] = False,
+    redis_url: RedisUrl = None,
+    key_prefix: KeyPrefix = None,
+    config: ConfigFile = None,
+) -> None:
+    """Replay entries: async and stream entries become new async events of their function
+    (or --to), delivery_failed entries are delivered again. An entry leaves the store once
+    its event is stored; a replay interrupted and run again stores nothing twice."""
+    wanted = entry_filter(function, mapping, kind, condition, error_type, since, until, limit)
+    chosen = list(ids or [])
+    if to is not None:
+        try:
+            parse_function_name(to)
+        except ApiError as exc:
+            raise typer.BadParameter(exc.message, param_hint="--to") from exc
+    if not chosen and not wanted.narrows and not all_:
+        typer.echo("refusing to replay every entry without a filter: add one, or --all", err=True)
+        raise typer.Exit(2)
+    settings = redis_settings("dlq", redis_url, key_prefix, config)
+
+    async def plan(replayer: Replayer, query: DeadLetterQuery) -> list[Step]:
+        matches = await _selected(query, wanted, chosen)
+        return await replayer.plan([(m.function, m.entry) for m in matches], to)
+
+    steps = run_replayer(settings, plan)
+    todo = [s for s in steps if s.action != "skip"]
+    if dry_run:
+        if json_output:
+            typer.echo(json.dumps([s.describe() for s in steps]))
+        elif steps:
+            Console().print(_plan_table(steps))
+            typer.echo(f"dry run: {len(todo)} of {_plural(len(steps))} would be replayed")
+        else:
+            typer.echo("no matching dead-letter entries")
+        return
+    if not steps:
+        typer.echo("no matching dead-letter entries; nothing replayed")
+        return
+    if not todo:
+        for step in steps:
+            typer.echo(f"skipping {step.entry_id}: {step.reason}", err=True)
+        typer.echo("nothing to replay")
+        return
+    skipped = len(steps) - len(todo)
+    tail = f" ({skipped} skipped: --dry-run shows why)" if skipped else ""
+    typer.echo(f"{_plural(len(todo))} to replay: {_routes(todo)}{tail}", err=json_output)
+    if not yes and not typer.confirm(f"Replay {_plural(len(todo))}?", default=False):
+        typer.echo("nothing replayed")
+        raise typer.Exit(1)
+    record = run_replayer(
+        settings,
+        lambda replayer, _: _replay(replayer, steps, wanted, chosen, to, rate, json_output),
+    )
+    if json_output:
+        typer.echo(json.dumps(record))
+        if record["status"] != "finished" or record["failed"]:
+            raise typer.Exit(1)
+        return
+    typer.echo(f"replay {record['replayId']}: {_outcome(record)}")
+    if record["status"] != "finished":
+        typer.echo(f"replay {record['status']}: {record.get('error')}", err=True)
+        raise typer.Exit(1)
+    if record["failed"]:
+        typer.echo(f"{_plural(record['failed'])} could not be redelivered; kept", err=True)
+        raise typer.Exit(1)
+
+
+async def _replay(
+    replayer: Replayer,
+    steps: list[Step],
+    wanted: EntryFilter,
+    ids: list[str],
+    to: str | None,
+    rate: float | None,
+    quiet: bool,
+) -> dict[str, Any]:
+    """Run a planned replay, keeping its history record up to date."""
+    clock = replayer.broker.clock
+    history = ReplayHistory(replayer.redis, replayer.keys)
+    replay_id = uuid.uuid4().hex[:12]  # short: operators type it; 48 random bits
+    started = clock.now()
+    record = new_record(replay_id, started, _selection(wanted, ids, to, rate), steps)
+    await history.save(record, started)
+    reporter = _Reporter(len(steps), quiet=quiet)
+    result = ReplayResult(replay_id, matched=len(steps))
+
+    async def progress(now: ReplayResult) -> None:
+        reporter.show(now)
+        await history.save(updated_record(record, now, "started", None), started)
+
+    pacer = Pacer(rate) if rate else None
+    try:
+        result = await replayer.run(steps, replay_id, pacer=pacer, progress=progress)
+    except asyncio.CancelledError:  # Ctrl-C: what was done is recorded; run it again to go on
+        await history.save(updated_record(record, result, "interrupted", clock.now()), started)
+        raise
+    except (QueueFull, RedisError) as exc:
+        failed = {**updated_record(record, result, "failed", clock.now()), "error": str(exc)}
+        with contextlib.suppress(RedisError):
+            await history.save(failed, started)
+        return failed
+    finally:
+        reporter.close()
+    final = updated_record(record, result, "finished", clock.now())
+    await history.save(final, started)
+    return final
+
+
+@dlq_app.command("history")
+def dlq_history(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="the newest N replays")] = 20,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="the records whole, with their entry links")
+    ] = False,
+    redis_url: RedisUrl = None,
+    key_prefix: KeyPrefix = None,
+    config: ConfigFile = None,
+) -> None:
+    """Replays done so far, newest first: when, what was asked, how many, from where to
+    where, and the replay id."""
+    records = run_query(
+        redis_url, key_prefix, config, lambda q: ReplayHistory(q.client, q.keys).list(limit)
+    )
+    if json_output:
+        typer.echo(json.dumps(records))
+        return
+    if not records:
+        typer.echo("no replays recorded")
+        return
+    table = Table()
+    for column in ("replay id", "started"):
+        table.add_column(column, no_wrap=True)
+    for column in ("status", "selection", "routes", "outcome"):
+        table.add_column(column, overflow="fold")
+    for record in records:
+        selection = " ".join(f"{k}={_flat(v)}" for k, v in record["selection"].items())
+        routes = ", ".join(f"{route}: {n}" for route, n in record["routes"].items())
+        table.add_row(
+            record["replayId"],
+            record["startedAt"][:19] + "Z",
+            record["status"],
+            selection or "--all",
+            routes or "-",
+            _outcome(record),
+        )
+    Console().print(table)
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    """``2/3: stored 1, stored before 1, failed 1``: the counts that are not zero."""
+    names = {
+        "stored": "stored",
+        "alreadyStored": "stored before",
+        "redelivered": "redelivered",
+        "skipped": "skipped",
+        "failed": "failed",
+        "gone": "gone",
+    }
+    parts = [f"{label} {record[key]}" for key, label in names.items() if record.get(key)]
+    return f"{record['matched']} matched: " + (", ".join(parts) or "none done")
+
+
+def _flat(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)

@@ -1,0 +1,602 @@
+"""Replaying Sluice's dead-letter store (``sluice dlq replay``): at-least-once, never twice.
+
+What each entry kind becomes:
+
+* ``function_failed`` (an async event out of retries or age): a NEW async event of its
+  function (same qualifier) or of ``--to FUNCTION`` ($LATEST, or ``NAME:QUALIFIER``), with a
+  fresh attempt count and first-seen time.
+* ``stream_batch_failed``: its stored ``{"Records": [...]}`` event (``entry["payload"]``) as
+  a new async event of the mapping's function (or ``--to``). Async, not a synchronous batch:
+  the replay then gets the function's retries, destinations and dead-letter handling, and
+  runs while ``serve`` is down. Re-reading the stream by sequence range is not done here.
+* ``delivery_failed``: delivered again to its target by the broker's deliverer (with its
+  retries). ``--to`` does not apply.
+
+Each new event's request id is derived from the entry (``uuid5`` of the source function,
+entry id, request id and time stored), so every attempt at one entry names the same event.
+
+Never twice, for new events. Three steps per batch of entries, each atomic:
+
+1. *intend* (source function's slot): ``HSETNX P:{src}:replay:intents ENTRY_ID`` with the
+   target function, qualifier and request id. An intent already there wins, so a resumed
+   replay goes where the interrupted one was going, whatever its own ``--to``.
+2. *store* (target function's slot, one Lua script): for each event whose done-mark
+   ``P:{to}:replayed:REQUEST_ID`` is absent, store the event exactly as ``enqueue.lua``
+   does and set the mark (it expires after the dead-letter retention plus a day: past that
+   the entry cannot be in the store any more). A marked event is not stored again, even
+   if it already ran and left the queue.
+3. *remove* (source slot, MULTI): the entry and its intent leave the store.
+
+A crash after step 1 or 2 leaves the entry (and its intent) in the store; the next replay of
+it finds the intent, skips the store when the mark is there, and removes it: the event is
+stored once. An entry leaves the store only after its event is stored. Intents whose entry
+was trimmed or purged meanwhile are dropped at the start of a replay.
+
+Redelivery is at-least-once only: a crash between a delivery and the removal of its entry
+delivers it again on the next replay (the record keeps its request id for receivers).
+
+The link between a new event and the entry it replays: the done-mark's value and the
+replay's record (``links``) hold the entry id, original request id and new request id.
+The envelope itself cannot carry it yet (``Envelope`` forbids extra fields).
+
+Every replay is recorded in ``P:{replays}:records`` (hash: replay id -> JSON, the last
+:data:`HISTORY_MAX`) indexed by ``P:{replays}:index`` (zset, score = start ms), updated as
+it goes, for ``sluice dlq history``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, cast
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from broker.arns import parse_function_name, qualified_arn
+from broker.core import Broker
+from broker.errors import ApiError
+from broker.keys import Keys
+from broker.models import LATEST, Envelope
+from broker.records import iso_ms
+from broker.redis_client import as_text
+
+__all__ = [
+    "HISTORY_MAX",
+    "Pacer",
+    "QueueFull",
+    "ReplayHistory",
+    "ReplayResult",
+    "Replayer",
+    "Step",
+    "history_keys",
+    "intents_key",
+    "mark_key",
+    "new_record",
+    "replay_request_id",
+    "updated_record",
+]
+
+HISTORY_MAX = 1000  # replay records kept for `dlq history`
+LINKS_MAX = 100  # entry -> new event links kept in one replay's record
+MARK_MARGIN_S = 86_400.0  # done-marks outlive the dead-letter retention by this much
+_NAMESPACE = uuid.UUID("5b1f6f2e-8a43-4d0e-9a57-3f1c2a9d7e01")  # request ids of replays
+
+Action = Literal["enqueue", "redeliver", "skip"]
+
+
+# -- keys (all built from Keys.prefix with the hash tag of the function they belong to) -------
+def intents_key(keys: Keys, function: str) -> str:
+    """Hash in the source function's slot: entry id -> JSON intent (to, qualifier, id)."""
+    return f"{keys.prefix}:{{{function}}}:replay:intents"
+
+
+def mark_key(keys: Keys, function: str, request_id: str) -> str:
+    """String in the target function's slot: the replayed event is stored (a JSON link)."""
+    return f"{keys.prefix}:{{{function}}}:replayed:{request_id}"
+
+
+def history_keys(keys: Keys) -> tuple[str, str]:
+    """(records hash, index zset) of the replay history; one hash tag of their own."""
+    return f"{keys.prefix}:{{replays}}:records", f"{keys.prefix}:{{replays}}:index"
+
+
+# -- pacing ------------------------------------------------------------------------------------
+class Pacer:
+    """At most ``rate_per_s`` events per second on average: ``take(n)`` waits until the
+    next ``n`` may go. Clock and sleep are injectable (tests advance a fake clock)."""
+
+    def __init__(
+        self,
+        rate_per_s: float,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive")
+        self.rate_per_s = rate_per_s
+        self._now = now
+        self._sleep = sleep
+        self._next: float | None = None
+
+    async def take(self, n: int) -> None:
+        now = self._now()
+        if self._next is None:
+            self._next = now
+        if self._next > now:
+            await self._sleep(self._next - now)
+        self._next = max(self._next, now) + n / self.rate_per_s
+
+    def batch_size(self, largest: int) -> int:
+        """Batches of about a tenth of a second's worth, so that the pace stays even."""
+        return max(1, min(largest, int(self.rate_per_s // 10)))
+
+
+# -- planning ----------------------------------------------------------------------------------
+def replay_request_id(function: str, entry: dict[str, Any]) -> str:
+    """The request id of the event that replays ``entry``: the same for every attempt at
+    this entry, different for a later entry that reuses its id (a stream range re-read)."""
+    name = "\n".join(
+        (function, str(entry.get("id")), str(entry.get("requestId")), str(entry.get("at")))
+    )
+    return str(uuid.uuid5(_NAMESPACE, name))
+
+
+def _qualifier(entry: dict[str, Any]) -> str:
+    """The qualifier the failed event was invoked with, from its record; else $LATEST."""
+    context = (entry.get("record") or {}).get("requestContext") or {}
+    arn = context.get("functionArn")
+    if isinstance(arn, str):
+        try:
+            return parse_function_name(arn).qualifier or LATEST
+        except ApiError:
+            pass
+    return LATEST
+
+
+@dataclass(frozen=True)
+class Step:
+    """What replaying one entry does."""
+
+    function: str  # the entry's function (its store)
+    entry: dict[str, Any]
+    action: Action
+    to: str  # enqueue: the function; redeliver: the destination; skip: ""
+    qualifier: str = LATEST
+    request_id: str = ""  # enqueue: the new event's request id
+    reason: str = ""  # skip: why
+
+    @property
+    def entry_id(self) -> str:
+        return str(self.entry["id"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.entry.get("kind"))
+
+    def describe(self) -> dict[str, Any]:
+        """One line of a dry run or a plan, as JSON."""
+        row: dict[str, Any] = {
+            "id": self.entry_id,
+            "kind": self.kind,
+            "function": self.function,
+            "requestId": self.entry.get("requestId"),
+            "action": self.action,
+            "to": self.to or None,
+        }
+        if self.action == "enqueue":
+            row["qualifier"] = self.qualifier
+            row["newRequestId"] = self.request_id
+        if self.reason:
+            row["reason"] = self.reason
+        return row
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did, counted per step; ``routes`` counts "from -> to"."""
+
+    replay_id: str
+    matched: int = 0
+    stored: int = 0  # new events stored by this replay
+    already_stored: int = 0  # events an interrupted replay had stored: entry removed now
+    redelivered: int = 0
+    skipped: int = 0
+    failed: int = 0  # redeliveries that failed again: the entries stay
+    gone: int = 0  # entries that left the store between planning and replaying
+    routes: Counter[str] = field(default_factory=Counter)
+    links: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return (
+            self.stored
+            + self.already_stored
+            + self.redelivered
+            + self.skipped
+            + self.failed
+            + self.gone
+        )
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "matched": self.matched,
+            "stored": self.stored,
+            "alreadyStored": self.already_stored,
+            "redelivered": self.redelivered,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "gone": self.gone,
+            "routes": dict(self.routes),
+        }
+
+
+# -- the replay --------------------------------------------------------------------------------
+_INTEND_LUA = """
+-- KEYS: 1 intents, 2 dead-letter entries (one function). ARGV: pairs (entry id, intent).
+-- Per entry still in the store: its intent (an existing one wins); '' for entries gone.
+local out = {}
+for i = 1, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then
+    redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+    out[#out + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+  else
+    out[#out + 1] = ''
+  end
+end
+return out
+"""
+
+_STORE_LUA = """
+-- enqueue.lua, plus a done-mark per event (KEYS[12 + i]) so that no event is stored twice.
+-- ARGV: 1 max_depth, 2 wake channel, 3 function, 4 mark ttl ms, then triples (request id,
+-- envelope, mark value). Returns -1 at the queue's cap, else one flag per event:
+-- 1 stored now, 0 stored before (marked).
+local n = (#ARGV - 4) / 3
+local fresh = {}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[12 + i]) == 0 then
+    fresh[#fresh + 1] = i
+  end
+end
+local depth = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3])
+  + redis.call('ZCARD', KEYS[4])
+if #fresh > 0 and depth + #fresh > tonumber(ARGV[1]) then
+  return -1
+end
+local was_empty = redis.call('LLEN', KEYS[2]) == 0
+local added = 0
+local flags = {}
+for i = 1, n do
+  flags[i] = 0
+end
+for _, i in ipairs(fresh) do
+  local at = 5 + (i - 1) * 3
+  if redis.call('HSETNX', KEYS[1], ARGV[at], ARGV[at + 1]) == 1 then
+    redis.call('RPUSH', KEYS[2], ARGV[at])
+    added = added + 1
+  end
+  redis.call('SET', KEYS[12 + i], ARGV[at + 2], 'PX', ARGV[4])
+  flags[i] = 1
+end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[10], 'AsyncEventsReceived', added)
+  if was_empty then
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
+  end
+end
+return flags
+"""
+
+
+class QueueFull(Exception):
+    """The target function's queue is at ``max_queue_depth``: the replay stops; run it
+    again later to go on (nothing is stored twice)."""
+
+    def __init__(self, function: str) -> None:
+        super().__init__(f"the queue of {function} is at its cap (max_queue_depth)")
+        self.function = function
+
+
+Progress = Callable[[ReplayResult], Awaitable[None]]
+
+
+class Replayer:
+    """Plans and runs replays of dead-letter entries through a (non-dispatching) broker."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.redis: aioredis.Redis = broker.redis
+        self.keys = broker.keys
+        self._intend_script: AsyncScript = broker.redis.register_script(_INTEND_LUA)
+        self._store_script: AsyncScript = broker.redis.register_script(_STORE_LUA)
+
+    async def plan(self, items: Sequence[tuple[str, dict[str, Any]]], to: str | None) -> list[Step]:
+        """What replaying each (function, entry) would do; ``to`` is ``NAME[:QUALIFIER]``."""
+        target = parse_function_name(to) if to else None
+        limit = self.broker.settings.async_payload_limit_bytes
+        steps: list[Step] = []
+        for function, entry in items:
+            kind = entry.get("kind")
+            if kind == "delivery_failed":
+                if target is not None:
+                    steps.append(_skip(function, entry, "--to does not apply to redeliveries"))
+                elif not entry.get("target"):
+                    steps.append(_skip(function, entry, "the entry names no destination"))
+                else:
+                    steps.append(Step(function, entry, "redeliver", str(entry["target"])))
+                continue
+            if kind not in ("function_failed", "stream_batch_failed"):
+                steps.append(_skip(function, entry, f"unknown entry kind {kind!r}"))
+                continue
+            name = target.name if target else function
+            qualifier = (target.qualifier if target else _qualifier(entry)) or LATEST
+            config = await self.broker.store.get(name)
+            payload = entry.get("payload")
+            if config is None or config.resolve(qualifier) is None:
+                steps.append(_skip(function, entry, f"function {name}:{qualifier} not found"))
+            elif not isinstance(payload, str) or not payload:
+                steps.append(_skip(function, entry, "the entry keeps no payload"))
+            elif len(payload.encode()) > limit:
+                steps.append(_skip(function, entry, f"payload over the {limit} byte async limit"))
+            else:
+                rid = replay_request_id(function, entry)
+                steps.append(Step(function, entry, "enqueue", name, qualifier, rid))
+        return steps
+
+    async def run(
+        self,
+        steps: Sequence[Step],
+        replay_id: str,
+        *,
+        pacer: Pacer | None = None,
+        batch: int = 100,
+        progress: Progress | None = None,
+    ) -> ReplayResult:
+        """Replay the planned steps in order, in batches of one function and action."""
+        result = ReplayResult(replay_id, matched=len(steps))
+        size = pacer.batch_size(batch) if pacer else batch
+        for function in dict.fromkeys(s.function for s in steps):
+            await self.drop_orphan_intents(function)
+        for group in _batches(steps, size):
+            if pacer is not None:
+                await pacer.take(len(group))
+            action = group[0].action
+            if action == "enqueue":
+                await self._replay_events(group, replay_id, result)
+            elif action == "redeliver":
+                await self._redeliver(group, result)
+            else:
+                result.skipped += len(group)
+            if progress is not None:
+                await progress(result)
+        return result
+
+    # -- the three steps (tests call them one by one to simulate a crash between them) ----
+    async def intend(self, steps: Sequence[Step], replay_id: str) -> list[Step]:
+        """Step 1: record where each entry's event goes unless an earlier replay did; the
+        steps as recorded (an earlier intent's target, qualifier and request id win).
+        Entries no longer in the store (another replay finished them) are left out."""
+        function = steps[0].function
+        args: list[str] = []
+        for step in steps:
+            intent = {
+                "to": step.to,
+                "qualifier": step.qualifier,
+                "requestId": step.request_id,
+                "replayId": replay_id,
+            }
+            args += [step.entry_id, json.dumps(intent)]
+        keys = [intents_key(self.keys, function), self.keys.for_function(function).dead_entries]
+        replies = await self._intend_script(keys=keys, args=args)
+        pinned: list[Step] = []
+        for step, raw in zip(steps, replies, strict=True):
+            if not raw:
+                continue
+            intent = json.loads(raw)
+            pinned.append(
+                replace(
+                    step,
+                    to=intent["to"],
+                    qualifier=intent["qualifier"],
+                    request_id=intent["requestId"],
+                )
+            )
+        return pinned
+
+    async def store(self, steps: Sequence[Step], replay_id: str) -> list[bool]:
+        """Step 2: store the events of steps with one target, each unless its done-mark says
+        it was; True where stored now. Raises :class:`QueueFull` at the queue's cap."""
+        to = steps[0].to
+        settings = self.broker.settings
+        now = self.broker.clock.now()
+        ttl_ms = int((settings.dead_letter_max_age_s + MARK_MARGIN_S) * 1000)
+        keys = self.keys.for_function(to).queue
+        args: list[Any] = [settings.max_queue_depth, self.keys.wake, to, ttl_ms]
+        for step in steps:
+            keys.append(mark_key(self.keys, to, step.request_id))
+            envelope = Envelope(
+                request_id=step.request_id,
+                function=to,
+                qualifier=step.qualifier,
+                function_arn=qualified_arn(
+                    settings.region, settings.account_id, to, step.qualifier
+                ),
+                payload=str(step.entry["payload"]),
+                enqueued_at=now,
+                not_before=now,
+            )
+            args += [step.request_id, envelope.model_dump_json(exclude_defaults=True)]
+            args.append(json.dumps(_link(step, replay_id)))
+        flags = await self._store_script(keys=keys, args=args)
+        if flags == -1:
+            raise QueueFull(to)
+        return [bool(int(flag)) for flag in flags]
+
+    async def remove(self, function: str, entry_ids: Sequence[str]) -> int:
+        """Step 3: the entries and their intents leave the store; how many were there."""
+        if not entry_ids:
+            return 0
+        fk = self.keys.for_function(function)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(fk.dead, *entry_ids)
+            pipe.hdel(fk.dead_entries, *entry_ids)
+            pipe.hdel(intents_key(self.keys, function), *entry_ids)
+            removed, _, _ = await pipe.execute()
+        return int(removed)
+
+    async def drop_orphan_intents(self, function: str) -> int:
+        """Forget intents whose entry left the store otherwise (retention, purge)."""
+        key = intents_key(self.keys, function)
+        ids = [as_text(i) for i in await self.redis.hkeys(key)]
+        if not ids:
+            return 0
+        fk = self.keys.for_function(function)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.hexists(fk.dead_entries, entry_id)
+            present = await pipe.execute()
+        gone = [i for i, there in zip(ids, present, strict=True) if not there]
+        return int(await self.redis.hdel(key, *gone)) if gone else 0
+
+    # -- per action --------------------------------------------------------------------------
+    async def _replay_events(
+        self, group: Sequence[Step], replay_id: str, result: ReplayResult
+    ) -> None:
+        pinned = await self.intend(group, replay_id)
+        result.gone += len(group) - len(pinned)
+        by_target: dict[str, list[Step]] = {}
+        for step in pinned:
+            by_target.setdefault(step.to, []).append(step)
+        for steps in by_target.values():
+            flags = await self.store(steps, replay_id)
+            for step, stored in zip(steps, flags, strict=True):
+                if stored:
+                    result.stored += 1
+                else:
+                    result.already_stored += 1
+                result.routes[f"{step.function} -> {step.to}"] += 1
+                if len(result.links) < LINKS_MAX:
+                    result.links.append(_link(step, replay_id))
+        await self.remove(group[0].function, [s.entry_id for s in pinned])
+
+    async def _redeliver(self, group: Sequence[Step], result: ReplayResult) -> None:
+        function = group[0].function
+        there = await self.redis.hmget(
+            self.keys.for_function(function).dead_entries, [s.entry_id for s in group]
+        )
+        present = [s for s, raw in zip(group, there, strict=True) if raw is not None]
+        result.gone += len(group) - len(present)
+        group = present
+        delivered = (
+            set(await self.broker.deliverer.redeliver(function, [s.entry for s in group]))
+            if group
+            else set()
+        )
+        await self.remove(function, sorted(delivered))
+        for step in group:
+            if step.entry_id in delivered:
+                result.redelivered += 1
+                result.routes[f"{function} -> {step.to}"] += 1
+            else:
+                result.failed += 1
+
+
+def _skip(function: str, entry: dict[str, Any], reason: str) -> Step:
+    return Step(function, entry, "skip", "", reason=reason)
+
+
+def _link(step: Step, replay_id: str) -> dict[str, Any]:
+    return {
+        "entryId": step.entry_id,
+        "from": step.function,
+        "replayOf": step.entry.get("requestId"),
+        "to": step.to,
+        "requestId": step.request_id,
+        "replayId": replay_id,
+    }
+
+
+def _batches(steps: Sequence[Step], size: int) -> list[list[Step]]:
+    """Consecutive steps of one function and action, at most ``size`` each."""
+    groups: list[list[Step]] = []
+    for step in steps:
+        last = groups[-1] if groups else None
+        if (
+            last is not None
+            and len(last) < size
+            and (last[0].function, last[0].action) == (step.function, step.action)
+        ):
+            last.append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
+# -- history -----------------------------------------------------------------------------------
+class ReplayHistory:
+    """Each replay's record: started when planned, updated as it goes and when it ends."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.records, self.index = history_keys(keys)
+
+    async def save(self, record: dict[str, Any], started_at_s: float) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.records, record["replayId"], json.dumps(record))
+            pipe.zadd(self.index, {record["replayId"]: int(started_at_s * 1000)})
+            await pipe.execute()
+        await self._trim()
+
+    async def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+        ids = cast(list[bytes], await self.client.zrevrange(self.index, 0, limit - 1))
+        if not ids:
+            return []
+        raw = await self.client.hmget(self.records, ids)
+        return [json.loads(r) for r in raw if r is not None]
+
+    async def _trim(self) -> None:
+        excess = int(await self.client.zcard(self.index)) - HISTORY_MAX
+        if excess <= 0:
+            return
+        old = await self.client.zrange(self.index, 0, excess - 1)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.index, *old)
+            pipe.hdel(self.records, *old)
+            await pipe.execute()
+
+
+def new_record(
+    replay_id: str, now_s: float, selection: dict[str, Any], steps: Sequence[Step]
+) -> dict[str, Any]:
+    """A replay's record before it runs (status ``started``)."""
+    return {
+        "replayId": replay_id,
+        "startedAt": iso_ms(now_s),
+        "finishedAt": None,
+        "status": "started",
+        "selection": selection,
+        "planned": dict(Counter(s.action for s in steps)),
+        **ReplayResult(replay_id, matched=len(steps)).counts(),
+        "links": [],
+    }
+
+
+def updated_record(
+    record: dict[str, Any], result: ReplayResult, status: str, now_s: float | None
+) -> dict[str, Any]:
+    """The record with the result so far; ``now_s`` ends it."""
+    return {
+        **record,
+        **result.counts(),
+        "status": status,
+        "finishedAt": None if now_s is None else iso_ms(now_s),
+        "links": result.links,
+    }
