@@ -5,7 +5,8 @@
 ``sluice serve`` is down. Filters: function, mapping, kind, condition, error type and a time
 range (on the time an entry was stored, the score of ``P:{fn}:dead``). Entries come oldest
 first. A purge removes exactly the entries it matched, one transaction per function, so
-entries stored meanwhile stay.
+entries stored meanwhile stay. ``replay`` (same filters, or ``--id``) and ``history`` run
+:mod:`broker.replay` in this process, so they too work while ``serve`` is down.
 """
 
 from __future__ import annotations
