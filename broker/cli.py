@@ -17,6 +17,8 @@ from broker.cli_dlq import dlq_app
 from broker.cli_esm import esm_app
 from broker.cli_filter import filter_app
 from broker.cli_options import ConfigFile, RedisUrl
+from broker.cli_sqs import sqs_app
+from broker.cli_status import STATUS_HELP, status
 from broker.errors import ApiError, SluiceError
 from broker.logsetup import configure_logging
 from broker.settings import FunctionSpec, Settings
@@ -30,6 +32,8 @@ app = typer.Typer(
 app.add_typer(filter_app, name="filter")
 app.add_typer(esm_app, name="esm")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(sqs_app, name="sqs")
+app.command("status", help=STATUS_HELP)(status)
 
 Functions = Annotated[
     list[str] | None,
@@ -102,7 +106,7 @@ def serve(
         worker_processes=worker_processes,
         strict=strict,
     )
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, cache=True)
     if not settings.redis_url:
         typer.echo(
             "sluice serve needs --redis-url (the embedded Redis is for `sluice demo`)", err=True

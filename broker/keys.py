@@ -51,6 +51,12 @@ key                                type    contents and lifetime
                                            pin (ms); kept while the mapping is disabled
 ``P:{esm}:windows:UUID``           hash    shard id -> the open tumbling window (JSON start,
                                            state) as of that shard's checkpoint
+``P:{fn}:replay:intents``          hash    ``sluice dlq replay``: dead-letter entry id -> where
+                                           its new event goes (target, request id)
+``P:{fn}:replayed:ID``             string  replay done-mark of new event ID (TTL: dead-letter
+                                           retention + 1 day): never stored twice
+``P:{replays}:records``            hash    replay id -> the replay's record (``dlq history``)
+``P:{replays}:index``              zset    replay ids by start time (last 1000 kept)
 =================================  ======  ==================================================
 """
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import structlog
 
 from broker import Broker, ManualClock, Settings
 from tests.servers import RabbitServer, RedisServer, start_rabbitmq, start_redis
@@ -17,6 +18,14 @@ pytest_plugins = ["tests.api_fixtures", "tests.stream_fixtures"]
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # a `sluice serve` to drive with boto3
 
 BrokerFactory = Callable[..., Awaitable[Broker]]
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """CLI commands run in-process configure structlog (level, stream); every test starts
+    from its defaults, so none depends on what ran before it."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
