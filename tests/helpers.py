@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -43,3 +46,20 @@ async def stream_records(client: aioredis.Redis, stream: str) -> list[dict[str, 
 
 async def stream_length_at_least(client: aioredis.Redis, stream: str, n: int) -> bool:
     return int(await client.xlen(stream)) >= n
+
+
+async def run_installed_sluice(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The installed ``sluice`` (next to this Python) run as a real process with ``env``."""
+    sluice = Path(sys.executable).with_name("sluice")
+    assert sluice.exists(), "the package is not installed in this environment"
+    return await asyncio.to_thread(
+        subprocess.run,
+        [str(sluice), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

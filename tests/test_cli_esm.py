@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +26,7 @@ from pollers.dynamodb_streams import DynamoDbStreamReader, DynamoDbStreamSource
 from pollers.kinesis import KinesisReader, KinesisSource
 from pollers.stream_decisions import ShardDesc
 from tests.conftest import BrokerFactory
-from tests.helpers import until
+from tests.helpers import run_installed_sluice, until
 from tests.servers import LambdaHttpFunction, RedisServer, ok
 
 OK = "python:tests.handlers.async_handlers:ok"
@@ -515,22 +512,12 @@ async def test_installed_sluice_lists_mappings_as_json(
     broker: Broker, redis_server: RedisServer
 ) -> None:
     uuid = await create(broker, REDIS_STREAM, "clicks")
-    sluice_bin = Path(sys.executable).with_name("sluice")
-    assert sluice_bin.exists(), "the package is not installed in this environment"
     env = {
         **os.environ,
         "SLUICE_REDIS_URL": redis_server.url,
         "SLUICE_KEY_PREFIX": broker.settings.key_prefix,
     }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [str(sluice_bin), "esm", "list", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = await run_installed_sluice("esm", "list", "--json", env=env)
     assert done.returncode == 0, done.stderr
     (entry,) = json.loads(done.stdout)["EventSourceMappings"]
     assert (entry["UUID"], entry["EventSourceArn"], entry["State"]) == (

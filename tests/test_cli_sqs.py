@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -20,6 +17,7 @@ from broker.cli import app
 from broker.cli_sqs import Queue, Sqs, redrive, send_entry, size_chunks
 from broker.pacing import Pacer
 from tests.conftest import aws_client
+from tests.helpers import run_installed_sluice
 
 TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
 
@@ -328,27 +326,18 @@ def test_a_target_deleted_mid_way_stops_the_run_and_keeps_the_rest(
 # -- the installed command ---------------------------------------------------------------------
 
 
-def test_installed_sluice_redrives_in_a_subprocess(
+async def test_installed_sluice_redrives_in_a_subprocess(
     sqs: Any, moto_url: str, pair: tuple[str, str, str, str]
 ) -> None:
     dlq_url, dlq_arn, url, _ = pair
     fill(sqs, dlq_url, 4)
-    sluice_bin = Path(sys.executable).with_name("sluice")
-    assert sluice_bin.exists(), "the package is not installed in this environment"
     env = {
         **os.environ,
         "AWS_ENDPOINT_URL": moto_url,
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
     }
-    done = subprocess.run(
-        [str(sluice_bin), "sqs", "redrive", dlq_arn, "--rate", "50", "--yes"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = await run_installed_sluice("sqs", "redrive", dlq_arn, "--rate", "50", "--yes", env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith(
         "moved 4, failed 0, not deleted 0, remaining ~0 in " + dlq_arn.rsplit(":", 1)[1] + "\n"

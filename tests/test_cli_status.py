@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +21,7 @@ from broker.cli_status import Options, Selection, duration, per_minute, run_stat
 from broker.clock import Clock
 from broker.redis_client import as_text
 from tests.conftest import BrokerFactory
-from tests.helpers import until
+from tests.helpers import run_installed_sluice, until
 from tests.servers import RedisServer
 
 H = "python:tests.handlers.async_handlers"
@@ -389,22 +386,12 @@ def test_unreachable_redis_exits_1() -> None:
 async def test_installed_sluice_prints_status_as_json(
     traffic: Traffic, redis_server: RedisServer
 ) -> None:
-    sluice_bin = Path(sys.executable).with_name("sluice")
-    assert sluice_bin.exists(), "the package is not installed in this environment"
     env = {
         **os.environ,
         "SLUICE_REDIS_URL": redis_server.url,
         "SLUICE_KEY_PREFIX": traffic.broker.settings.key_prefix,
     }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [str(sluice_bin), "status", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = await run_installed_sluice("status", "--json", env=env)
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     functions = {f["function"]: f for f in document["functions"]}
