@@ -63,3 +63,21 @@ async def run_installed_sluice(
         timeout=timeout,
         check=False,
     )
+
+
+async def add_aged(
+    client: aioredis.Redis, clock: Any, stream: str, *bodies: Any, age_s: float
+) -> list[str]:
+    """XADD one entry per body (JSON ``data``) to a Redis stream, ids from the clock minus
+    ``age_s`` (so record ages are exact)."""
+    ms = int((clock.now() - age_s) * 1000)
+    async with client.pipeline(transaction=True) as pipe:
+        for i, body in enumerate(bodies):
+            pipe.xadd(stream, {"data": json.dumps(body)}, id=f"{ms}-{i}")
+        return [raw.decode() if isinstance(raw, bytes) else raw for raw in await pipe.execute()]
+
+
+async def stream_checkpoint_is(broker: Any, uuid: str, entry_id: str) -> bool:
+    """Is the one-shard (``redis-stream:``) mapping ``uuid`` checkpointed at ``entry_id``?"""
+    raw = await broker.redis.hget(broker.keys.mapping_checkpoint(uuid), "shardId-000000000000")
+    return raw is not None and (raw.decode() if isinstance(raw, bytes) else raw) == entry_id

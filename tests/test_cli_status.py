@@ -19,9 +19,8 @@ from broker import Broker, ManualClock, cli_status
 from broker.cli import app
 from broker.cli_status import Options, Selection, duration, per_minute, run_status
 from broker.clock import Clock
-from broker.redis_client import as_text
 from tests.conftest import BrokerFactory
-from tests.helpers import run_installed_sluice, until
+from tests.helpers import add_aged, run_installed_sluice, stream_checkpoint_is, until
 from tests.servers import RedisServer
 
 H = "python:tests.handlers.async_handlers"
@@ -205,22 +204,6 @@ async def test_bad_function_name_is_a_usage_error(
 # -- mappings -----------------------------------------------------------------------------------
 
 
-async def add(
-    client: aioredis.Redis, clock: ManualClock, stream: str, *bodies: Any, age_s: float
-) -> list[str]:
-    """XADD one entry per body, ids from the clock minus ``age_s`` (so ages are exact)."""
-    ms = int((clock.now() - age_s) * 1000)
-    async with client.pipeline(transaction=True) as pipe:
-        for i, body in enumerate(bodies):
-            pipe.xadd(stream, {"data": json.dumps(body)}, id=f"{ms}-{i}")
-        return [as_text(raw) for raw in await pipe.execute()]
-
-
-async def checkpoint_is(broker: Broker, uuid: str, entry_id: str) -> bool:
-    raw = await broker.redis.hget(broker.keys.mapping_checkpoint(uuid), SHARD)
-    return raw is not None and as_text(raw) == entry_id
-
-
 @pytest.fixture
 async def streams(
     make_broker: BrokerFactory, redis_client: aioredis.Redis, clock: ManualClock
@@ -231,8 +214,8 @@ async def streams(
     await broker.put_function("clicks", f"{H}:ok")
     await broker.put_function("poison", f"{H}:fail")
     kinds = ["sale", "refund", "sale", "refund", "sale"]
-    good = await add(redis_client, clock, "clicks", *({"kind": k} for k in kinds), age_s=3)
-    bad = await add(redis_client, clock, "poison", {"n": 1}, {"n": 2}, age_s=1)
+    good = await add_aged(redis_client, clock, "clicks", *({"kind": k} for k in kinds), age_s=3)
+    bad = await add_aged(redis_client, clock, "poison", {"n": 1}, {"n": 2}, age_s=1)
     clicks = await broker.mappings.create(
         {
             "EventSourceArn": "redis-stream:clicks",
@@ -251,8 +234,8 @@ async def streams(
             "MaximumRetryAttempts": 0,
         }
     )
-    await until(lambda: checkpoint_is(broker, clicks["UUID"], good[-1]))
-    await until(lambda: checkpoint_is(broker, poison["UUID"], bad[-1]))
+    await until(lambda: stream_checkpoint_is(broker, clicks["UUID"], good[-1]))
+    await until(lambda: stream_checkpoint_is(broker, poison["UUID"], bad[-1]))
     return broker, clicks, poison
 
 

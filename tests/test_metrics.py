@@ -14,9 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker import Broker, ManualClock
 from broker.api import create_asgi
-from broker.redis_client import as_text
 from tests.conftest import BrokerFactory, settings_for_tests
-from tests.helpers import until
+from tests.helpers import add_aged, stream_checkpoint_is, until
 from tests.servers import LambdaHttpFunction, RedisServer, start_redis
 
 H = "python:tests.handlers.async_handlers"
@@ -164,22 +163,6 @@ STREAM_SETTINGS: dict[str, Any] = {
 SHARD = "shardId-000000000000"
 
 
-async def add(
-    client: aioredis.Redis, clock: ManualClock, stream: str, *bodies: Any, age_s: float
-) -> list[str]:
-    """XADD one entry per body, ids from the clock minus ``age_s`` (so ages are exact)."""
-    ms = int((clock.now() - age_s) * 1000)
-    async with client.pipeline(transaction=True) as pipe:
-        for i, body in enumerate(bodies):
-            pipe.xadd(stream, {"data": json.dumps(body)}, id=f"{ms}-{i}")
-        return [as_text(raw) for raw in await pipe.execute()]
-
-
-async def checkpoint_is(broker: Broker, uuid: str, entry_id: str) -> bool:
-    raw = await broker.redis.hget(broker.keys.mapping_checkpoint(uuid), SHARD)
-    return raw is not None and as_text(raw) == entry_id
-
-
 async def test_mapping_counters_and_iterator_age_from_a_stream_poller(
     make_broker: BrokerFactory, redis_client: aioredis.Redis, clock: ManualClock
 ) -> None:
@@ -187,8 +170,8 @@ async def test_mapping_counters_and_iterator_age_from_a_stream_poller(
     await broker.put_function("clicks", f"{H}:ok")
     await broker.put_function("poison", f"{H}:fail")
     kinds = ["sale", "refund", "sale", "refund", "sale"]
-    good = await add(redis_client, clock, "clicks", *({"kind": k} for k in kinds), age_s=3)
-    bad = await add(redis_client, clock, "poison", {"n": 1}, {"n": 2}, age_s=1)
+    good = await add_aged(redis_client, clock, "clicks", *({"kind": k} for k in kinds), age_s=3)
+    bad = await add_aged(redis_client, clock, "poison", {"n": 1}, {"n": 2}, age_s=1)
     pattern = json.dumps({"data": {"kind": ["refund"]}})
     filtered = await broker.mappings.create(
         {
@@ -206,8 +189,8 @@ async def test_mapping_counters_and_iterator_age_from_a_stream_poller(
             "MaximumRetryAttempts": 0,
         }
     )
-    await until(lambda: checkpoint_is(broker, filtered["UUID"], good[-1]))
-    await until(lambda: checkpoint_is(broker, failing["UUID"], bad[-1]))
+    await until(lambda: stream_checkpoint_is(broker, filtered["UUID"], good[-1]))
+    await until(lambda: stream_checkpoint_is(broker, failing["UUID"], bad[-1]))
     samples = await scrape(broker)
 
     def esm(name: str, mapping: dict[str, Any], function: str) -> float:
