@@ -37,3 +37,4 @@ bench: venv
 	$(PY) bench/filter.py
 	$(PY) bench/sqs_poller.py
 	$(PY) bench/kinesis_poller.py
+	$(PY) bench/replay.py
