@@ -39,7 +39,8 @@ import redis.asyncio as aioredis  # noqa: E402
 from bench.common import terminate  # noqa: E402
 from broker.core import Broker  # noqa: E402
 from broker.logsetup import configure_logging  # noqa: E402
-from broker.replay import Pacer  # noqa: E402
+from broker.pacing import Pacer  # noqa: E402
+from broker.replay import paced_batch_size  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from tests.servers import RedisServer, start_redis  # noqa: E402
 
@@ -168,7 +169,7 @@ def main() -> None:
             elapsed = record["elapsed_s"]
             achieved = stored / elapsed if elapsed > 0 else float("inf")
             if rate:
-                batch = Pacer(rate).batch_size(BATCH)
+                batch = paced_batch_size(Pacer(rate), BATCH)
                 ratio = f"{achieved / rate:.3f}"
                 ideal = f"{n / (n - batch):.3f}" if n > batch else "-"
             else:

@@ -38,10 +38,10 @@ from broker.clock import RedisClock
 from broker.core import Broker
 from broker.errors import ApiError
 from broker.keys import Keys
+from broker.pacing import Pacer
 from broker.records import iso_ms
 from broker.redis_client import as_text, connect
 from broker.replay import (
-    Pacer,
     QueueFull,
     Replayer,
     ReplayHistory,

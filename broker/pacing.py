@@ -6,16 +6,17 @@ beyond that, so a pause never turns into a burst.
 
 Deciding and waiting are apart: :meth:`Pacer.book` reserves a batch and says when it may go
 (pure over the injected clock), :meth:`Pacer.wait` sleeps until then with the injected
-``sleep``, and :meth:`Pacer.acquire` does both. Async code books and awaits
-``asyncio.sleep(pacer.delay_s(at))`` instead. Tests pass a fake clock whose sleep advances
+``sleep``, and :meth:`Pacer.acquire` does both; :meth:`Pacer.take` is ``acquire`` for async
+code, awaiting the injected ``async_sleep``. Tests pass a fake clock whose sleep advances
 it and compare the sleeps exactly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 __all__ = ["Pacer"]
 
@@ -29,12 +30,14 @@ class Pacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not 0 < rate_per_s < math.inf:
             raise ValueError(f"the rate must be a positive number of items a second: {rate_per_s}")
         self.rate_per_s = rate_per_s
         self._clock = clock
         self._sleep = sleep
+        self._async_sleep = async_sleep
         self._next_s: float | None = None  # when the next item may go; None: at once
 
     @property
@@ -67,3 +70,9 @@ class Pacer:
     def acquire(self, items: int) -> None:
         """Book ``items`` items and sleep until they may go."""
         self.wait(self.book(items))
+
+    async def take(self, items: int) -> None:
+        """Book ``items`` items and await ``async_sleep`` until they may go."""
+        delay_s = self.delay_s(self.book(items))
+        if delay_s > 0:
+            await self._async_sleep(delay_s)

@@ -46,9 +46,7 @@ it goes, for ``sluice dlq history``.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,12 +61,12 @@ from broker.core import Broker
 from broker.errors import ApiError
 from broker.keys import Keys
 from broker.models import LATEST, Envelope
+from broker.pacing import Pacer
 from broker.records import iso_ms
 from broker.redis_client import as_text
 
 __all__ = [
     "HISTORY_MAX",
-    "Pacer",
     "QueueFull",
     "ReplayHistory",
     "ReplayResult",
@@ -78,6 +76,7 @@ __all__ = [
     "intents_key",
     "mark_key",
     "new_record",
+    "paced_batch_size",
     "replay_request_id",
     "updated_record",
 ]
@@ -107,35 +106,9 @@ def history_keys(keys: Keys) -> tuple[str, str]:
 
 
 # -- pacing ------------------------------------------------------------------------------------
-class Pacer:
-    """At most ``rate_per_s`` events per second on average: ``take(n)`` waits until the
-    next ``n`` may go. Clock and sleep are injectable (tests advance a fake clock)."""
-
-    def __init__(
-        self,
-        rate_per_s: float,
-        *,
-        now: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        if rate_per_s <= 0:
-            raise ValueError("rate_per_s must be positive")
-        self.rate_per_s = rate_per_s
-        self._now = now
-        self._sleep = sleep
-        self._next: float | None = None
-
-    async def take(self, n: int) -> None:
-        now = self._now()
-        if self._next is None:
-            self._next = now
-        if self._next > now:
-            await self._sleep(self._next - now)
-        self._next = max(self._next, now) + n / self.rate_per_s
-
-    def batch_size(self, largest: int) -> int:
-        """Batches of about a tenth of a second's worth, so that the pace stays even."""
-        return max(1, min(largest, int(self.rate_per_s // 10)))
+def paced_batch_size(pacer: Pacer, largest: int) -> int:
+    """Batches of about a tenth of a second's worth, so that the pace stays even."""
+    return max(1, min(largest, int(pacer.rate_per_s // 10)))
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -361,7 +334,7 @@ class Replayer:
     ) -> ReplayResult:
         """Replay the planned steps in order, in batches of one function and action."""
         result = ReplayResult(replay_id, matched=len(steps))
-        size = pacer.batch_size(batch) if pacer else batch
+        size = paced_batch_size(pacer, batch) if pacer else batch
         for function in dict.fromkeys(s.function for s in steps):
             await self.drop_orphan_intents(function)
         for group in _batches(steps, size):

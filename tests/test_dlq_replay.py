@@ -22,7 +22,8 @@ from typer.testing import CliRunner, Result
 
 from broker import Broker
 from broker.cli import app
-from broker.replay import Pacer, Replayer, Step, intents_key, replay_request_id
+from broker.pacing import Pacer
+from broker.replay import Replayer, Step, intents_key, paced_batch_size, replay_request_id
 from tests.conftest import BrokerFactory
 from tests.helpers import stream_records, until
 from tests.test_cli_dlq import H, Store, _installed_sluice, store
@@ -115,7 +116,7 @@ async def test_pacer_waits_for_the_rate_between_batches(
     rate: float, batches: list[int], sleeps: list[float]
 ) -> None:
     fake = FakeTime()
-    pacer = Pacer(rate, now=fake.now, sleep=fake.sleep)
+    pacer = Pacer(rate, clock=fake.now, async_sleep=fake.sleep)
     for n in batches:
         await pacer.take(n)
     assert fake.slept == sleeps
@@ -123,7 +124,7 @@ async def test_pacer_waits_for_the_rate_between_batches(
 
 async def test_pacer_does_not_make_up_for_time_spent_elsewhere() -> None:
     fake = FakeTime()
-    pacer = Pacer(10, now=fake.now, sleep=fake.sleep)
+    pacer = Pacer(10, clock=fake.now, async_sleep=fake.sleep)
     await pacer.take(1)
     fake.now_s += 5  # slow work: the next batch is due already
     await pacer.take(1)
@@ -133,7 +134,7 @@ async def test_pacer_does_not_make_up_for_time_spent_elsewhere() -> None:
 
 @pytest.mark.parametrize(("rate", "size"), [(0.5, 1), (5, 1), (10, 1), (250, 25), (10_000, 100)])
 def test_pacer_batches_are_a_tenth_of_a_second_of_events(rate: float, size: int) -> None:
-    assert Pacer(rate).batch_size(100) == size
+    assert paced_batch_size(Pacer(rate), 100) == size
 
 
 def test_a_replayed_event_id_is_fixed_per_entry_and_new_for_an_entry_stored_again() -> None:
@@ -422,7 +423,9 @@ async def test_rate_paces_the_replay_through_its_pacer(
         [(f, e) for f in ("orders", "billing") for e in await store.broker.dead_letters.list(f)],
         None,
     )
-    result = await replay.run(steps, "paced", pacer=Pacer(2, now=fake.now, sleep=fake.sleep))
+    result = await replay.run(
+        steps, "paced", pacer=Pacer(2, clock=fake.now, async_sleep=fake.sleep)
+    )
     assert result.stored == 3
     assert fake.slept == [0.5, 0.5]  # one entry per batch at 2/s: the first at once
 
