@@ -31,9 +31,8 @@ from rich.text import Text
 from broker.arns import parse_function_name
 from broker.cli_options import ConfigFile, KeyPrefix, RedisUrl, redis_settings
 from broker.clock import Clock, RedisClock
-from broker.core import Broker
 from broker.errors import ApiError
-from broker.invokers.base import InvokerRegistry
+from broker.keys import Keys
 from broker.logsetup import configure_logging
 from broker.mappings import EventSourceMapping
 from broker.metrics import (
@@ -41,6 +40,7 @@ from broker.metrics import (
     ITERATOR_AGE_FIELD,
     FunctionSample,
     MappingSample,
+    RedisView,
     Snapshot,
     read_snapshot,
 )
@@ -84,8 +84,8 @@ class Reading:
     mappings: Mapping[str, EventSourceMapping]  # UUID -> stored document
 
 
-async def read_status(broker: Broker) -> Reading:
-    """A reading through ``broker``'s client, keys and clock (read only)."""
+async def read_status(broker: RedisView) -> Reading:
+    """A reading through a client, keys and clock (read only)."""
     snapshot = await read_snapshot(broker)
     names = [sample.name for sample in snapshot.functions]
     next_retry: dict[str, float] = {}
@@ -364,15 +364,6 @@ async def server_clock(client: aioredis.Redis) -> Clock:
     return clock
 
 
-def reader(settings: Settings, client: aioredis.Redis, clock: Clock) -> Broker:
-    """A broker that is only read through: never started, no invoker or destination built,
-    no event source checked."""
-    quiet = settings.model_copy(update={"check_event_sources": False, "run_pollers": False})
-    return Broker(
-        quiet, client, clock=clock, invokers=InvokerRegistry(), destinations={}, dispatch=False
-    )
-
-
 @dataclass(frozen=True)
 class Options:
     selection: Selection
@@ -397,7 +388,7 @@ async def run_status(
     """The command's work: one reading, or ``--watch``'s loop, printed as asked."""
     client = connect(settings.redis_url)
     try:
-        broker = reader(settings, client, await server_clock(client))
+        broker = RedisView(client, Keys(settings.key_prefix), await server_clock(client))
 
         async def read() -> Reading:
             return await read_status(broker)

@@ -74,18 +74,30 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
+from broker.clock import Clock
 from broker.core import Broker
 from broker.errors import ServiceError
+from broker.functions import FunctionStore
+from broker.keys import Keys
 from broker.mappings import EventSourceMapping
 from broker.redis_client import as_text
 
-__all__ = ["CONTENT_TYPE_LATEST", "FunctionSample", "MappingSample", "Metrics", "Snapshot"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "FunctionSample",
+    "MappingSample",
+    "Metrics",
+    "RedisView",
+    "Snapshot",
+    "read_snapshot",
+]
 
 log = structlog.get_logger("sluice.metrics")
 
@@ -248,15 +260,29 @@ def _ints(raw: Mapping[bytes | str, bytes | str]) -> dict[str, int]:
     return {as_text(k): int(v) for k, v in raw.items()}
 
 
-async def read_snapshot(broker: Broker) -> Snapshot:
+@dataclass(frozen=True)
+class RedisView:
+    """What reading Sluice's state takes: the client, the keys and the clock (a running
+    broker's, or a command's that never starts one)."""
+
+    redis: aioredis.Redis
+    keys: Keys
+    clock: Clock
+
+    @classmethod
+    def of(cls, broker: Broker) -> RedisView:
+        return cls(broker.redis, broker.keys, broker.clock)
+
+
+async def read_snapshot(view: RedisView) -> Snapshot:
     """Everything ``/metrics`` shows, in a few pipelined round trips (read only)."""
-    functions = await _read_functions(broker)
-    mappings = await _read_mappings(broker)
+    functions = await _read_functions(view)
+    mappings = await _read_mappings(view)
     return Snapshot(functions, mappings)
 
 
-async def _read_functions(broker: Broker) -> list[FunctionSample]:
-    names = await broker.store.names()
+async def _read_functions(broker: RedisView) -> list[FunctionSample]:
+    names = await FunctionStore(broker.redis, broker.keys).names()
     if not names:
         return []
     keys = [broker.keys.for_function(name) for name in names]
@@ -311,7 +337,7 @@ def _enqueued_at(envelope: bytes | str | None) -> float | None:
         return None
 
 
-async def _read_mappings(broker: Broker) -> list[MappingSample]:
+async def _read_mappings(broker: RedisView) -> list[MappingSample]:
     # The stored documents as they are: a scrape must not settle transitional states.
     raw = await broker.redis.hgetall(broker.keys.mappings)
     mappings: list[EventSourceMapping] = []
@@ -432,7 +458,7 @@ class Metrics:
     async def render(self) -> bytes:
         """The exposition text of a snapshot read now; ``ServiceError`` when Redis fails."""
         try:
-            snapshot = await read_snapshot(self.broker)
+            snapshot = await read_snapshot(RedisView.of(self.broker))
         except RedisError as exc:
             raise ServiceError(f"Sluice could not read its metrics from Redis: {exc}") from exc
         # No await between setting and rendering: concurrent scrapes cannot mix snapshots.
