@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+import broker.cli_dlq_replay  # noqa: F401  (registers `dlq replay` and `dlq history`)
 from broker.cli_dlq import dlq_app
 from broker.cli_esm import esm_app
 from broker.cli_filter import filter_app
@@ -123,6 +124,7 @@ async def _serve(settings: Settings) -> None:
     from broker.api.server import ApiServer
     from broker.core import Broker
     from broker.redis_client import connect
+    from broker.replay_jobs import ReplayWorker
 
     client = connect(settings.redis_url)
     broker = Broker(settings, client)
@@ -137,14 +139,17 @@ async def _serve(settings: Settings) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    replays = ReplayWorker(settings)
     try:
         await broker.start(check_durability=True)
+        replays.start()
         await api.start()
         ready = {"event": "ready", "pid": os.getpid(), "host": settings.host, "port": api.port}
         print(json.dumps(ready), flush=True)
         await stop.wait()
     finally:
         await api.stop()  # stop taking requests first, then drain what was accepted
+        await asyncio.to_thread(replays.stop, settings.drain_timeout_s)
         await broker.stop()
         await client.aclose()
 

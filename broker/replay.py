@@ -51,7 +51,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -62,26 +62,19 @@ from broker.errors import ApiError
 from broker.keys import Keys
 from broker.models import LATEST, Envelope
 from broker.pacing import Pacer
-from broker.records import iso_ms
 from broker.redis_client import as_text
 
 __all__ = [
-    "HISTORY_MAX",
     "QueueFull",
-    "ReplayHistory",
     "ReplayResult",
     "Replayer",
     "Step",
-    "history_keys",
     "intents_key",
     "mark_key",
-    "new_record",
     "paced_batch_size",
     "replay_request_id",
-    "updated_record",
 ]
 
-HISTORY_MAX = 1000  # replay records kept for `dlq history`
 LINKS_MAX = 100  # entry -> new event links kept in one replay's record
 MARK_MARGIN_S = 86_400.0  # done-marks outlive the dead-letter retention by this much
 _NAMESPACE = uuid.UUID("5b1f6f2e-8a43-4d0e-9a57-3f1c2a9d7e01")  # request ids of replays
@@ -98,11 +91,6 @@ def intents_key(keys: Keys, function: str) -> str:
 def mark_key(keys: Keys, function: str, request_id: str) -> str:
     """String in the target function's slot: the replayed event is stored (a JSON link)."""
     return f"{keys.prefix}:{{{function}}}:replayed:{request_id}"
-
-
-def history_keys(keys: Keys) -> tuple[str, str]:
-    """(records hash, index zset) of the replay history; one hash tag of their own."""
-    return f"{keys.prefix}:{{replays}}:records", f"{keys.prefix}:{{replays}}:index"
 
 
 # -- pacing ------------------------------------------------------------------------------------
@@ -331,9 +319,11 @@ class Replayer:
         pacer: Pacer | None = None,
         batch: int = 100,
         progress: Progress | None = None,
+        result: ReplayResult | None = None,
     ) -> ReplayResult:
-        """Replay the planned steps in order, in batches of one function and action."""
-        result = ReplayResult(replay_id, matched=len(steps))
+        """Replay the planned steps in order, in batches of one function and action; counts
+        go into ``result`` if given (a re-run that found entries gone)."""
+        result = result or ReplayResult(replay_id, matched=len(steps))
         size = paced_batch_size(pacer, batch) if pacer else batch
         for function in dict.fromkeys(s.function for s in steps):
             await self.drop_orphan_intents(function)
@@ -510,66 +500,3 @@ def _batches(steps: Sequence[Step], size: int) -> list[list[Step]]:
         else:
             groups.append([step])
     return groups
-
-
-# -- history -----------------------------------------------------------------------------------
-class ReplayHistory:
-    """Each replay's record: started when planned, updated as it goes and when it ends."""
-
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
-        self.client = client
-        self.records, self.index = history_keys(keys)
-
-    async def save(self, record: dict[str, Any], started_at_s: float) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.records, record["replayId"], json.dumps(record))
-            pipe.zadd(self.index, {record["replayId"]: int(started_at_s * 1000)})
-            await pipe.execute()
-        await self._trim()
-
-    async def list(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Newest first."""
-        ids = cast(list[bytes], await self.client.zrevrange(self.index, 0, limit - 1))
-        if not ids:
-            return []
-        raw = await self.client.hmget(self.records, ids)
-        return [json.loads(r) for r in raw if r is not None]
-
-    async def _trim(self) -> None:
-        excess = int(await self.client.zcard(self.index)) - HISTORY_MAX
-        if excess <= 0:
-            return
-        old = await self.client.zrange(self.index, 0, excess - 1)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.index, *old)
-            pipe.hdel(self.records, *old)
-            await pipe.execute()
-
-
-def new_record(
-    replay_id: str, now_s: float, selection: dict[str, Any], steps: Sequence[Step]
-) -> dict[str, Any]:
-    """A replay's record before it runs (status ``started``)."""
-    return {
-        "replayId": replay_id,
-        "startedAt": iso_ms(now_s),
-        "finishedAt": None,
-        "status": "started",
-        "selection": selection,
-        "planned": dict(Counter(s.action for s in steps)),
-        **ReplayResult(replay_id, matched=len(steps)).counts(),
-        "links": [],
-    }
-
-
-def updated_record(
-    record: dict[str, Any], result: ReplayResult, status: str, now_s: float | None
-) -> dict[str, Any]:
-    """The record with the result so far; ``now_s`` ends it."""
-    return {
-        **record,
-        **result.counts(),
-        "status": status,
-        "finishedAt": None if now_s is None else iso_ms(now_s),
-        "links": result.links,
-    }

@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 
 from broker import Broker, ManualClock
 from broker.cli import app
-from broker.cli_dlq import DeadLetterQuery, EntryFilter, error_type, parse_time
+from broker.dead_letter_query import DeadLetterQuery, EntryFilter, error_type, parse_time
 from broker.keys import Keys
 from tests.conftest import BrokerFactory
 from tests.helpers import until
