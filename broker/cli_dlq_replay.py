@@ -74,17 +74,19 @@ def run_replayer(
 
 def _plan_table(steps: list[Step]) -> Table:
     table = Table()
-    for column in ("id", "function", "kind", "action", "to", "new request id / reason"):
+    for column in ("id", "function", "kind", "action", "to", "from", "new request id / note"):
         table.add_column(column, overflow="fold")
     for step in steps:
         row = step.describe()
+        note = " ".join(filter(None, (row.get("newRequestId"), row.get("reason"))))
         table.add_row(
             row["id"],
             row["function"],
             row["kind"],
             row["action"],
             row["to"] or "-",
-            row.get("newRequestId") or row.get("reason") or "-",
+            row.get("from") or "-",
+            note or "-",
         )
     return table
 

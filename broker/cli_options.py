@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from broker.logsetup import configure_logging
 from broker.settings import Settings
 
 __all__ = ["ConfigFile", "KeyPrefix", "RedisUrl", "redis_settings"]
@@ -26,7 +27,9 @@ ConfigFile = Annotated[
 def redis_settings(
     command: str, redis_url: str | None, key_prefix: str | None, config: Path | None
 ) -> Settings:
-    """Settings from ``config`` and the flags; exits 2 when no Redis URL is given at all."""
+    """Settings from ``config`` and the flags; exits 2 when no Redis URL is given at all.
+    Logging goes to stderr at warning: an ops command's stdout is its tables or JSON."""
+    configure_logging("console", "warning")
     settings = Settings.load(config, redis_url=redis_url, key_prefix=key_prefix)
     if not settings.redis_url:
         typer.echo(f"sluice {command} needs --redis-url (or SLUICE_REDIS_URL)", err=True)

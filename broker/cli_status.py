@@ -33,7 +33,6 @@ from broker.cli_options import ConfigFile, KeyPrefix, RedisUrl, redis_settings
 from broker.clock import Clock, RedisClock
 from broker.errors import ApiError
 from broker.keys import Keys
-from broker.logsetup import configure_logging
 from broker.mappings import EventSourceMapping
 from broker.metrics import (
     FINISHED_CONDITIONS,
@@ -457,7 +456,6 @@ def status(
 ) -> None:
     """Queues and mappings at a glance (help: ``STATUS_HELP``)."""
     settings = redis_settings("status", redis_url, key_prefix, config)
-    configure_logging("console", "warning")  # on stderr: stdout is the tables or the JSON
     options = Options(Selection.parse(function), json_output, watch_, interval, iterations)
     try:
         asyncio.run(run_status(settings, options))

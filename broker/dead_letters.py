@@ -34,6 +34,7 @@ def dead_letter_entry(
     at: str,
     target: str | None = None,
     delivery: dict[str, Any] | None = None,
+    replay_of: str | None = None,
 ) -> str:
     entry: dict[str, Any] = {
         "v": SCHEMA_VERSION,
@@ -52,6 +53,8 @@ def dead_letter_entry(
         entry["target"] = target
     if delivery is not None:
         entry["delivery"] = delivery  # what was being delivered, for redelivery
+    if replay_of is not None:
+        entry["replayOf"] = replay_of  # the failed event was a replay of this request id
     return json.dumps(entry)
 
 

@@ -249,6 +249,8 @@ class Dispatcher:
             return
         try:
             structlog.contextvars.bind_contextvars(attempt=envelope.executed_attempts + 1)
+            if envelope.replay_of is not None:
+                structlog.contextvars.bind_contextvars(replay_of=envelope.replay_of)
             decision, result = await self._attempt(state, reserved, envelope)
             _log_decision(decision, result, self.clock.now())
             op = settle_op(state, decision, self.clock.now())

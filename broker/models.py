@@ -114,6 +114,7 @@ class Envelope(BaseModel):
     not_before: float = 0.0
     last_result: InvokeResult | None = None  # last attempt that ran the function
     last_rejection: InvokeResult | None = None  # last throttle or system error
+    replay_of: str | None = None  # request id of the dead-letter entry this event replays
 
 
 class DestinationSettings(BaseModel):

@@ -89,6 +89,7 @@ def finish_op(state: FunctionState, decision: Finish, now: float) -> SettleOp:
             attempts=envelope.executed_attempts,
             errors=_errors(envelope),
             at=iso_ms(now),
+            replay_of=envelope.replay_of,
         )
     return SettleOp("finish", envelope.request_id, outbox=outbox, dead=dead, entry=entry)
 

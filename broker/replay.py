@@ -5,10 +5,13 @@ What each entry kind becomes:
 * ``function_failed`` (an async event out of retries or age): a NEW async event of its
   function (same qualifier) or of ``--to FUNCTION`` ($LATEST, or ``NAME:QUALIFIER``), with a
   fresh attempt count and first-seen time.
-* ``stream_batch_failed``: its stored ``{"Records": [...]}`` event (``entry["payload"]``) as
-  a new async event of the mapping's function (or ``--to``). Async, not a synchronous batch:
-  the replay then gets the function's retries, destinations and dead-letter handling, and
-  runs while ``serve`` is down. Re-reading the stream by sequence range is not done here.
+* ``stream_batch_failed``: a new async event ``{"Records": [...]}`` of the mapping's
+  function (or ``--to``). The records are re-read from the stream by the entry's sequence
+  range (:mod:`broker.rereads`) while the stream keeps it, through the mapping's current
+  filters; otherwise (trimmed, stream or mapping gone, unreadable) the event stored with
+  the entry is sent, and the plan says why. Async, not a synchronous batch: the replay then
+  gets the function's retries, destinations and dead-letter handling, and runs while
+  ``serve`` is down.
 * ``delivery_failed``: delivered again to its target by the broker's deliverer (with its
   retries). ``--to`` does not apply.
 
@@ -35,9 +38,10 @@ was trimmed or purged meanwhile are dropped at the start of a replay.
 Redelivery is at-least-once only: a crash between a delivery and the removal of its entry
 delivers it again on the next replay (the record keeps its request id for receivers).
 
-The link between a new event and the entry it replays: the done-mark's value and the
-replay's record (``links``) hold the entry id, original request id and new request id.
-The envelope itself cannot carry it yet (``Envelope`` forbids extra fields).
+The link between a new event and the entry it replays: the envelope's ``replay_of`` (the
+original request id; bound to the event's log lines, and kept as ``replayOf`` in a new
+dead-letter entry should the replay fail too), the done-mark's value and the replay's
+record (``links``), which also hold the entry id and the new request id.
 
 Every replay is recorded in ``P:{replays}:records`` (hash: replay id -> JSON, the last
 :data:`HISTORY_MAX`) indexed by ``P:{replays}:index`` (zset, score = start ms), updated as
@@ -63,6 +67,7 @@ from broker.keys import Keys
 from broker.models import LATEST, Envelope
 from broker.pacing import Pacer
 from broker.redis_client import as_text
+from broker.rereads import StreamRereader
 
 __all__ = [
     "QueueFull",
@@ -131,7 +136,9 @@ class Step:
     to: str  # enqueue: the function; redeliver: the destination; skip: ""
     qualifier: str = LATEST
     request_id: str = ""  # enqueue: the new event's request id
-    reason: str = ""  # skip: why
+    reason: str = ""  # skip: why; enqueue: why the stored event is sent (not a re-read)
+    payload: str = ""  # enqueue: the new event (else the entry's stored payload)
+    origin: Literal["", "stored", "stream"] = ""  # enqueue: where the payload comes from
 
     @property
     def entry_id(self) -> str:
@@ -154,6 +161,7 @@ class Step:
         if self.action == "enqueue":
             row["qualifier"] = self.qualifier
             row["newRequestId"] = self.request_id
+            row["from"] = self.origin or "stored"
         if self.reason:
             row["reason"] = self.reason
         return row
@@ -271,8 +279,9 @@ Progress = Callable[[ReplayResult], Awaitable[None]]
 class Replayer:
     """Plans and runs replays of dead-letter entries through a (non-dispatching) broker."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, rereader: StreamRereader | None = None) -> None:
         self.broker = broker
+        self.rereader = rereader  # stream entries: re-read by range; None: stored events
         self.redis: aioredis.Redis = broker.redis
         self.keys = broker.keys
         self._intend_script: AsyncScript = broker.redis.register_script(_INTEND_LUA)
@@ -299,17 +308,39 @@ class Replayer:
             name = target.name if target else function
             qualifier = (target.qualifier if target else _qualifier(entry)) or LATEST
             config = await self.broker.store.get(name)
-            payload = entry.get("payload")
             if config is None or config.resolve(qualifier) is None:
                 steps.append(_skip(function, entry, f"function {name}:{qualifier} not found"))
-            elif not isinstance(payload, str) or not payload:
-                steps.append(_skip(function, entry, "the entry keeps no payload"))
+                continue
+            payload, origin, note = await self._payload(entry)
+            if not payload:
+                steps.append(_skip(function, entry, note or "the entry keeps no payload"))
             elif len(payload.encode()) > limit:
                 steps.append(_skip(function, entry, f"payload over the {limit} byte async limit"))
             else:
                 rid = replay_request_id(function, entry)
-                steps.append(Step(function, entry, "enqueue", name, qualifier, rid))
+                steps.append(
+                    Step(function, entry, "enqueue", name, qualifier, rid, note, payload, origin)
+                )
         return steps
+
+    async def _payload(self, entry: dict[str, Any]) -> tuple[str, Literal["stored", "stream"], str]:
+        """The event a replay sends, where it comes from, and a note: a stream entry's
+        records re-read by range if the stream keeps them, else the stored event."""
+        stored = entry.get("payload")
+        stored = stored if isinstance(stored, str) else ""
+        source = entry.get("source")
+        if (
+            entry.get("kind") != "stream_batch_failed"
+            or self.rereader is None
+            or not isinstance(source, dict)
+        ):
+            return stored, "stored", ""
+        found = await self.rereader.reread(source)
+        if found.records is None:
+            return stored, "stored", f"not re-read: {found.reason}"
+        if not found.records:  # read, but the mapping's filters now keep none of it
+            return "", "stream", found.reason
+        return json.dumps({"Records": found.records}, separators=(",", ":")), "stream", ""
 
     async def run(
         self,
@@ -391,9 +422,10 @@ class Replayer:
                 function_arn=qualified_arn(
                     settings.region, settings.account_id, to, step.qualifier
                 ),
-                payload=str(step.entry["payload"]),
+                payload=step.payload or str(step.entry["payload"]),
                 enqueued_at=now,
                 not_before=now,
+                replay_of=step.entry.get("requestId"),
             )
             args += [step.request_id, envelope.model_dump_json(exclude_defaults=True)]
             args.append(json.dumps(_link(step, replay_id)))

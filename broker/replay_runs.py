@@ -31,6 +31,7 @@ from broker.records import iso_ms
 from broker.redis_client import connect
 from broker.replay import QueueFull, Replayer, ReplayResult, Step
 from broker.settings import Settings
+from broker.wiring import default_stream_rereader
 
 __all__ = [
     "HISTORY_MAX",
@@ -63,14 +64,17 @@ def new_replay_id() -> str:
 
 @contextlib.asynccontextmanager
 async def replay_session(settings: Settings) -> AsyncIterator[tuple[Replayer, DeadLetterQuery]]:
-    """A replayer and a store query on a broker that dispatches nothing, closed after."""
+    """A replayer (stream entries re-read by range) and a store query on a broker that
+    dispatches nothing, all closed after."""
     client = connect(settings.redis_url or "")
     broker = Broker(settings, client, dispatch=False)
+    rereader = default_stream_rereader(broker)
     try:
         if isinstance(broker.clock, RedisClock):
             await broker.clock.calibrate(client)
-        yield Replayer(broker), DeadLetterQuery(client, broker.keys)
+        yield Replayer(broker, rereader), DeadLetterQuery(client, broker.keys)
     finally:
+        await rereader.close()
         await broker.destinations.close()
         await broker.invokers.close()
         await client.aclose()

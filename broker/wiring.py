@@ -14,6 +14,7 @@ from broker.mappings import SourceCheck
 
 if TYPE_CHECKING:
     from broker.core import Broker
+    from broker.rereads import StreamRereader
 
 
 class PollerManagerLike(Protocol):
@@ -47,6 +48,13 @@ def default_source_check(region: str, store: FunctionStore) -> SourceCheck:
         return 3 if timeout_s is None else timeout_s
 
     return AwsSourceCheck(region, function_timeout)
+
+
+def default_stream_rereader(broker: Broker) -> StreamRereader:
+    """Re-reads failed stream batches by sequence range (the ``pollers`` package, boto3)."""
+    from pollers.stream_reread import Rereader  # resolved here, never by the core modules
+
+    return Rereader(broker)
 
 
 def default_poller_manager(broker: Broker) -> PollerManagerLike:
