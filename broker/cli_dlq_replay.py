@@ -181,8 +181,25 @@ def dlq_replay(
     if status is not None:
         _show_status(settings, status, json_output)
         return
-    if from_sqs is not None or max_messages is not None:
-        typer.echo("--from-sqs and --max are not available yet", err=True)
+    if from_sqs is not None:
+        if chosen or wanted.narrows or background or all_:
+            typer.echo("--from-sqs takes --to, --max, --rate, --dry-run and --yes only", err=True)
+            raise typer.Exit(2)
+        from broker.sqs_replay import replay_from_sqs_command
+
+        replay_from_sqs_command(
+            settings,
+            from_sqs,
+            to=to,
+            dry_run=dry_run,
+            rate=rate,
+            max_messages=max_messages,
+            yes=yes,
+            json_output=json_output,
+        )
+        return
+    if max_messages is not None:
+        typer.echo("--max is for --from-sqs; use --limit with the store's entries", err=True)
         raise typer.Exit(2)
     if not chosen and not wanted.narrows and not all_:
         typer.echo("refusing to replay every entry without a filter: add one, or --all", err=True)

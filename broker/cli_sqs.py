@@ -32,7 +32,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from broker.pacing import Pacer
 
-__all__ = ["Queue", "RedriveOutcome", "Sqs", "SqsError", "redrive", "send_entry", "sqs_app"]
+__all__ = [
+    "Queue",
+    "RedriveOutcome",
+    "Refused",
+    "Sqs",
+    "SqsError",
+    "redrive",
+    "send_entry",
+    "sqs_app",
+]
 
 sqs_app = typer.Typer(
     help="Amazon SQS dead-letter queues: move messages back (redrive).",
