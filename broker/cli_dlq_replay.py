@@ -284,8 +284,10 @@ def _submit(
 
     async def queued(replayer: Replayer, _: DeadLetterQuery) -> dict[str, Any]:
         now = replayer.broker.clock.now()
-        record = {**new_record(replay_id, now, {**asked, "background": True}, steps)}
-        record["status"] = "queued"
+        record = {
+            **new_record(replay_id, now, {**asked, "background": True}, steps),
+            "status": "queued",
+        }
         await ReplayHistory(replayer.redis, replayer.keys).save(record, now)
         return record
 

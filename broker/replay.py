@@ -466,20 +466,35 @@ class Replayer:
     ) -> None:
         pinned = await self.intend(group, replay_id)
         result.gone += len(group) - len(pinned)
+        await self.store_counted(pinned, result)
+        await self.remove(group[0].function, [s.entry_id for s in pinned])
+
+    async def store_counted(
+        self,
+        steps: Sequence[Step],
+        result: ReplayResult,
+        *,
+        link: Callable[[Step, str], dict[str, Any]] | None = None,
+        done: list[Step] | None = None,
+    ) -> None:
+        """Store the steps' events, one :meth:`store` per target, counting each into
+        ``result`` (stored or stored before, its route and ``link``); each target's steps
+        join ``done`` once stored, so a caller knows what an error left done."""
         by_target: dict[str, list[Step]] = {}
-        for step in pinned:
+        for step in steps:
             by_target.setdefault(step.to, []).append(step)
-        for steps in by_target.values():
-            flags = await self.store(steps, replay_id)
-            for step, stored in zip(steps, flags, strict=True):
-                if stored:
+        for group in by_target.values():
+            flags = await self.store(group, result.replay_id)
+            for step, fresh in zip(group, flags, strict=True):
+                if fresh:
                     result.stored += 1
                 else:
                     result.already_stored += 1
                 result.routes[f"{step.function} -> {step.to}"] += 1
                 if len(result.links) < LINKS_MAX:
-                    result.links.append(_link(step, replay_id))
-        await self.remove(group[0].function, [s.entry_id for s in pinned])
+                    result.links.append((link or _link)(step, result.replay_id))
+            if done is not None:
+                done += group
 
     async def _redeliver(self, group: Sequence[Step], result: ReplayResult) -> None:
         function = group[0].function

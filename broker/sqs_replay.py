@@ -45,7 +45,7 @@ from broker.cli_sqs import HOLD_S, MAX_BATCH, Queue, Refused, Sqs, SqsError
 from broker.errors import ApiError
 from broker.models import FunctionConfig
 from broker.pacing import Pacer
-from broker.replay import LINKS_MAX, QueueFull, Replayer, ReplayResult, Step, paced_batch_size
+from broker.replay import QueueFull, Replayer, ReplayResult, Step, paced_batch_size
 from broker.replay_runs import ReplayHistory, new_record, new_replay_id, updated_record
 from broker.settings import Settings
 from broker.sqs_messages import plan_message
@@ -197,20 +197,7 @@ class SqsReplay:
         whose event is stored; on an error, unstored messages are made visible again."""
         stored: list[Step] = []
         try:
-            by_target: dict[str, list[Step]] = {}
-            for step in todo:
-                by_target.setdefault(step.to, []).append(step)
-            for group in by_target.values():
-                flags = await self.replayer.store(group, result.replay_id)
-                for step, fresh in zip(group, flags, strict=True):
-                    if fresh:
-                        result.stored += 1
-                    else:
-                        result.already_stored += 1
-                    result.routes[f"{step.function} -> {step.to}"] += 1
-                    if len(result.links) < LINKS_MAX:
-                        result.links.append(_link(step, result.replay_id))
-                stored += group
+            await self.replayer.store_counted(todo, result, link=_link, done=stored)
         except BaseException:  # QueueFull, Redis, cancelled: settle what is known, stop
             self._settle(messages, todo, stored, result)
             raise
