@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -277,19 +278,21 @@ def _submit(
     rate: float | None,
     json_output: bool,
 ) -> None:
-    """Record the replay as queued and hand it to a ``serve`` worker."""
+    """Record the replay as queued, then hand it to a ``serve`` worker (in this order: the
+    worker's own record must not be overwritten by ours); a failed hand-over is recorded."""
     from broker.replay_jobs import submit
 
     replay_id = new_replay_id()
 
+    async def save(record: dict[str, Any], replayer: Replayer) -> dict[str, Any]:
+        started = datetime.fromisoformat(record["startedAt"]).timestamp()
+        await ReplayHistory(replayer.redis, replayer.keys).save(record, started)
+        return record
+
     async def queued(replayer: Replayer, _: DeadLetterQuery) -> dict[str, Any]:
         now = replayer.broker.clock.now()
-        record = {
-            **new_record(replay_id, now, {**asked, "background": True}, steps),
-            "status": "queued",
-        }
-        await ReplayHistory(replayer.redis, replayer.keys).save(record, now)
-        return record
+        record = new_record(replay_id, now, {**asked, "background": True}, steps)
+        return await save({**record, "status": "queued"}, replayer)
 
     record = run_replayer(settings, queued)
     try:
@@ -302,6 +305,8 @@ def _submit(
             asked=asked,
         )
     except RedisError as exc:
+        failed = {**record, "status": "failed", "error": str(exc)}
+        run_replayer(settings, lambda replayer, _: save(failed, replayer))
         typer.echo(f"sluice: rq's Redis: {exc}", err=True)
         raise typer.Exit(1) from exc
     if json_output:

@@ -21,7 +21,7 @@ from broker.replay_jobs import RETRIES
 from tests.conftest import BrokerFactory
 from tests.helpers import stream_records, until
 from tests.process_helpers import ServeLauncher
-from tests.servers import RedisServer
+from tests.servers import RedisServer, free_port
 
 H = "python:tests.handlers.async_handlers"
 RECEIVED = "background-replayed"  # OnSuccess stream of the function once it works
@@ -202,3 +202,18 @@ async def test_a_background_replay_waits_in_the_queue_while_no_serve_runs(
     assert "rq job: queued" in shown.stdout
     assert "is sluice serve running?" in shown.stdout
     assert await failed.dead_letters.count("bulk") == ENTRIES  # nothing done yet
+
+
+async def test_a_replay_rq_cannot_take_is_recorded_failed_and_changes_nothing(
+    failed: Broker, redis_server: RedisServer
+) -> None:
+    argv = ["dlq", "replay", "--function", "bulk", "--background", "--yes", "--redis-url"]
+    argv += [redis_server.url, "--key-prefix", failed.settings.key_prefix]
+    env = {"SLUICE_RQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = await asyncio.to_thread(CliRunner().invoke, app, argv, env=env)
+    assert result.exit_code == 1
+    assert "rq's Redis" in result.stderr
+    history = await sluice(failed, redis_server.url, "history", "--json")
+    (record,) = json.loads(history.stdout)
+    assert record["status"] == "failed" and "Connection" in record["error"]
+    assert await failed.dead_letters.count("bulk") == ENTRIES
