@@ -24,6 +24,7 @@ _SCRIPTS = (
     "outbox_done",
     "dead_trim",
     "slot_acquire",
+    "replay_store",
 )
 
 
@@ -85,6 +86,24 @@ class AsyncQueue:
         if added < 0:
             raise TooManyRequestsError(RATE_EXCEEDED, Reason="FunctionInvocationRateLimitExceeded")
         return added
+
+    async def store_replayed(
+        self,
+        function: str,
+        events: list[tuple[str, str, str, str]],
+        max_depth: int,
+        mark_ttl_ms: int,
+    ) -> list[bool] | None:
+        """Store replayed events ``(request id, envelope, done-mark key, mark value)`` as
+        :meth:`enqueue` does, each unless its done-mark is set, then set the marks; per
+        event True if stored now, False if stored before. None: the queue is at its cap
+        and nothing was stored."""
+        keys = self.keys.for_function(function).queue + [mark for _, _, mark, _ in events]
+        args: list[Any] = [max_depth, self.keys.wake, function, mark_ttl_ms]
+        for request_id, envelope, _, value in events:
+            args += [request_id, envelope, value]
+        flags = await self._scripts["replay_store"](keys=keys, args=args)
+        return None if flags == -1 else [bool(int(flag)) for flag in flags]
 
     async def claim(
         self, function: str, now: float, max_events: int, lease_s: float, token: str

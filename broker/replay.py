@@ -23,9 +23,10 @@ Never twice, for new events. Three steps per batch of entries, each atomic:
 1. *intend* (source function's slot): ``HSETNX P:{src}:replay:intents ENTRY_ID`` with the
    target function, qualifier and request id. An intent already there wins, so a resumed
    replay goes where the interrupted one was going, whatever its own ``--to``.
-2. *store* (target function's slot, one Lua script): for each event whose done-mark
-   ``P:{to}:replayed:REQUEST_ID`` is absent, store the event exactly as ``enqueue.lua``
-   does and set the mark (it expires after the dead-letter retention plus a day: past that
+2. *store* (target function's slot, ``broker/lua/replay_store.lua`` through
+   :meth:`broker.queue.AsyncQueue.store_replayed`): for each event whose done-mark
+   ``P:{to}:replayed:REQUEST_ID`` is absent, store the event as ``enqueue.lua`` does (the
+   two share ``store_ready``) and set the mark (it expires after the dead-letter retention plus a day: past that
    the entry cannot be in the store any more). A marked event is not stored again, even
    if it already ran and left the queue.
 3. *remove* (source slot, MULTI): the entry and its intent leave the store.
@@ -222,47 +223,6 @@ end
 return out
 """
 
-_STORE_LUA = """
--- enqueue.lua, plus a done-mark per event (KEYS[12 + i]) so that no event is stored twice.
--- ARGV: 1 max_depth, 2 wake channel, 3 function, 4 mark ttl ms, then triples (request id,
--- envelope, mark value). Returns -1 at the queue's cap, else one flag per event:
--- 1 stored now, 0 stored before (marked).
-local n = (#ARGV - 4) / 3
-local fresh = {}
-for i = 1, n do
-  if redis.call('EXISTS', KEYS[12 + i]) == 0 then
-    fresh[#fresh + 1] = i
-  end
-end
-local depth = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3])
-  + redis.call('ZCARD', KEYS[4])
-if #fresh > 0 and depth + #fresh > tonumber(ARGV[1]) then
-  return -1
-end
-local was_empty = redis.call('LLEN', KEYS[2]) == 0
-local added = 0
-local flags = {}
-for i = 1, n do
-  flags[i] = 0
-end
-for _, i in ipairs(fresh) do
-  local at = 5 + (i - 1) * 3
-  if redis.call('HSETNX', KEYS[1], ARGV[at], ARGV[at + 1]) == 1 then
-    redis.call('RPUSH', KEYS[2], ARGV[at])
-    added = added + 1
-  end
-  redis.call('SET', KEYS[12 + i], ARGV[at + 2], 'PX', ARGV[4])
-  flags[i] = 1
-end
-if added > 0 then
-  redis.call('HINCRBY', KEYS[10], 'AsyncEventsReceived', added)
-  if was_empty then
-    redis.call('PUBLISH', ARGV[2], ARGV[3])
-  end
-end
-return flags
-"""
-
 
 class QueueFull(Exception):
     """The target function's queue is at ``max_queue_depth``: the replay stops; run it
@@ -285,7 +245,6 @@ class Replayer:
         self.redis: aioredis.Redis = broker.redis
         self.keys = broker.keys
         self._intend_script: AsyncScript = broker.redis.register_script(_INTEND_LUA)
-        self._store_script: AsyncScript = broker.redis.register_script(_STORE_LUA)
 
     async def plan(self, items: Sequence[tuple[str, dict[str, Any]]], to: str | None) -> list[Step]:
         """What replaying each (function, entry) would do; ``to`` is ``NAME[:QUALIFIER]``."""
@@ -411,10 +370,8 @@ class Replayer:
         settings = self.broker.settings
         now = self.broker.clock.now()
         ttl_ms = int((settings.dead_letter_max_age_s + MARK_MARGIN_S) * 1000)
-        keys = self.keys.for_function(to).queue
-        args: list[Any] = [settings.max_queue_depth, self.keys.wake, to, ttl_ms]
+        events: list[tuple[str, str, str, str]] = []
         for step in steps:
-            keys.append(mark_key(self.keys, to, step.request_id))
             envelope = Envelope(
                 request_id=step.request_id,
                 function=to,
@@ -427,12 +384,18 @@ class Replayer:
                 not_before=now,
                 replay_of=step.entry.get("requestId"),
             )
-            args += [step.request_id, envelope.model_dump_json(exclude_defaults=True)]
-            args.append(json.dumps(_link(step, replay_id)))
-        flags = await self._store_script(keys=keys, args=args)
-        if flags == -1:
+            events.append(
+                (
+                    step.request_id,
+                    envelope.model_dump_json(exclude_defaults=True),
+                    mark_key(self.keys, to, step.request_id),
+                    json.dumps(_link(step, replay_id)),
+                )
+            )
+        flags = await self.broker.queue.store_replayed(to, events, settings.max_queue_depth, ttl_ms)
+        if flags is None:
             raise QueueFull(to)
-        return [bool(int(flag)) for flag in flags]
+        return flags
 
     async def remove(self, function: str, entry_ids: Sequence[str]) -> int:
         """Step 3: the entries and their intents leave the store; how many were there."""

@@ -23,3 +23,30 @@ local function dead_trim(now, max_age_ms, max_count)
     end
   end
 end
+
+-- The queue's depth: ready, delayed and in flight.
+local function queue_depth()
+  return redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])
+end
+
+-- Store events (a list of {request id, envelope}) and make them ready; an id already in the
+-- queue is not stored twice. Wakes idle dispatchers only on the empty -> non-empty edge:
+-- with a backlog they are already claiming (or at their limits, which settles and the poll
+-- interval cover). Returns the number stored.
+local function store_ready(events, wake_channel, function_name)
+  local was_empty = redis.call('LLEN', KEYS[2]) == 0
+  local added = 0
+  for _, event in ipairs(events) do
+    if redis.call('HSETNX', KEYS[1], event[1], event[2]) == 1 then
+      redis.call('RPUSH', KEYS[2], event[1])
+      added = added + 1
+    end
+  end
+  if added > 0 then
+    redis.call('HINCRBY', KEYS[10], 'AsyncEventsReceived', added)
+    if was_empty then
+      redis.call('PUBLISH', wake_channel, function_name)
+    end
+  end
+  return added
+end
