@@ -26,9 +26,9 @@ Never twice, for new events. Three steps per batch of entries, each atomic:
 2. *store* (target function's slot, ``broker/lua/replay_store.lua`` through
    :meth:`broker.queue.AsyncQueue.store_replayed`): for each event whose done-mark
    ``P:{to}:replayed:REQUEST_ID`` is absent, store the event as ``enqueue.lua`` does (the
-   two share ``store_ready``) and set the mark (it expires after the dead-letter retention plus a day: past that
-   the entry cannot be in the store any more). A marked event is not stored again, even
-   if it already ran and left the queue.
+   two share ``store_ready``) and set the mark (it expires after the dead-letter retention
+   plus a day: past that the entry cannot be in the store any more). A marked event is not
+   stored again, even if it already ran and left the queue.
 3. *remove* (source slot, MULTI): the entry and its intent leave the store.
 
 A crash after step 1 or 2 leaves the entry (and its intent) in the store; the next replay of
