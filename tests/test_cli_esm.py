@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from typer.testing import CliRunner, Result
 
-from broker import Broker, ManualClock, cli_esm
+from broker import Broker, ManualClock, checkpoint_reset
 from broker.cli import app
 from broker.mappings import SourceKind
 from pollers import redis_streams, shards, stream_decisions
@@ -409,14 +409,14 @@ async def test_aws_markers_are_positions_the_shard_readers_seek_to(
 
 
 def test_checkpoint_vocabulary_is_the_pollers_own() -> None:
-    assert TRIM_HORIZON.kind == cli_esm.TRIM_HORIZON
-    assert cli_esm.SHARD_END == stream_decisions.SHARD_END
-    assert cli_esm.PIN_FIELD == shards.PIN_FIELD
-    assert cli_esm.REDIS_STREAM_SHARD == redis_streams.SHARD_ID
+    assert TRIM_HORIZON.kind == checkpoint_reset.TRIM_HORIZON
+    assert checkpoint_reset.SHARD_END == stream_decisions.SHARD_END
+    assert checkpoint_reset.PIN_FIELD == shards.PIN_FIELD
+    assert checkpoint_reset.REDIS_STREAM_SHARD == redis_streams.SHARD_ID
     assert {
         SourceKind.KINESIS: KinesisReader.pin_prefix,
         SourceKind.DYNAMODB: DynamoDbStreamReader.pin_prefix,
-    } == cli_esm.PIN_PREFIXES
+    } == checkpoint_reset.PIN_PREFIXES
 
 
 @pytest.mark.parametrize(
@@ -432,10 +432,12 @@ def test_checkpoint_vocabulary_is_the_pollers_own() -> None:
     ],
 )
 def test_redis_stream_positions_are_where_a_first_start_would_begin(
-    kind: cli_esm.PositionKind, timestamp_s: float | None, last_id: str | None
+    kind: checkpoint_reset.PositionKind, timestamp_s: float | None, last_id: str | None
 ) -> None:
-    position = cli_esm.Position(kind, timestamp_s=timestamp_s)
-    written = cli_esm.checkpoint_value(SourceKind.REDIS_STREAM, position, now_ms=1, last_id=last_id)
+    position = checkpoint_reset.Position(kind, timestamp_s=timestamp_s)
+    written = checkpoint_reset.checkpoint_value(
+        SourceKind.REDIS_STREAM, position, now_ms=1, last_id=last_id
+    )
     assert written == redis_streams.start_after(kind, timestamp_s, last_id)
 
 
