@@ -7,9 +7,11 @@ export DEBIAN_FRONTEND := noninteractive
 
 .PHONY: system venv demo lint typecheck pytest test bench
 
-system:  ## Redis and RabbitMQ servers the tests start on loopback
+system:  ## Redis and RabbitMQ servers the tests start on loopback; docker-compose validates compose.yaml
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y redis-server rabbitmq-server
+# docker-compose: only `config -q` runs (there is no engine), so not its recommended docker.io
+	$(SUDO) apt-get install -y --no-install-recommends docker-compose
 
 venv:  ## the package with its test extras
 	python3 -m venv $(VENV)
