@@ -4,14 +4,18 @@ only: the first SIGTERM/SIGINT drains in-flight work, a second one exits at once
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 import broker.cli_dlq_replay  # noqa: F401  (registers `dlq replay` and `dlq history`)
 from broker.cli_dlq import dlq_app
@@ -22,7 +26,7 @@ from broker.cli_sqs import sqs_app
 from broker.cli_status import STATUS_HELP, status
 from broker.errors import ApiError, SluiceError
 from broker.logsetup import configure_logging
-from broker.settings import FunctionSpec, Settings
+from broker.settings import FunctionSpec, Settings, scalar_settings
 
 app = typer.Typer(
     name="sluice",
@@ -38,7 +42,11 @@ app.command("status", help=STATUS_HELP)(status)
 
 Functions = Annotated[
     list[str] | None,
-    typer.Option("--function", help="NAME=TARGET, repeatable (python:mod:func, http://...)"),
+    typer.Option(
+        "--function",
+        metavar="NAME=TARGET",
+        help="a function to create or update; repeatable (python:mod:func, http://...)",
+    ),
 ]
 
 
@@ -57,56 +65,76 @@ def _function_flags(values: list[str] | None) -> dict[str, FunctionSpec] | None:
 
 
 def _settings(config: Path | None, functions: list[str] | None, **flags: Any) -> Settings:
-    settings = Settings.load(config, **flags)
+    """Settings from the flags given (None: not given), env and ``config``, plus each
+    ``--function``; a value the model refuses, wherever it came from, is a usage error."""
+    try:
+        settings = Settings.load(config, **flags)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            typer.echo(
+                f"sluice: setting {where}: {error['msg']} (got {error['input']!r})", err=True
+            )
+        raise typer.Exit(2) from exc
+    except SettingsError as exc:  # a value that does not parse, such as bad JSON in env
+        typer.echo(f"sluice: {exc}", err=True)
+        raise typer.Exit(2) from exc
     extra = _function_flags(functions)
     if extra:
         settings = settings.model_copy(update={"functions": {**settings.functions, **extra}})
     return settings
 
 
+# -- serve's flags: one per scalar setting, made from the settings model ----------------------
+SETTINGS_PANEL = "Settings (each also SLUICE_<NAME> in the environment, or NAME in --config)"
+
+
+def _setting_flag(name: str) -> str:
+    """The flag of setting ``name`` on ``sluice serve``: ``--retry-base-delay``."""
+    return "--" + name.replace("_", "-")
+
+
+def _setting_option(name: str, kind: type[Any]) -> inspect.Parameter:
+    field = Settings.model_fields[name]
+    flag = _setting_flag(name)
+    declaration = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
+    shown = str(field.default).lower() if kind is bool else field.default
+    default = "" if field.default is None else f" (default {shown})"
+    option = typer.Option(
+        declaration,
+        help=f"{field.description}{default}".replace("`", ""),
+        show_default=False,
+        rich_help_panel=SETTINGS_PANEL,
+    )
+    # Built at run time, so typed Any: the type is the field's, made optional because an
+    # unpassed flag must stay None and leave the environment and TOML in force.
+    annotation: Any = cast(Any, Annotated)[kind | None, option]
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+    )
+
+
+def setting_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` a flag for every scalar setting; their values reach it in its
+    ``**flags`` (None when not passed), ready for :meth:`Settings.load`."""
+    own = [
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    options = [_setting_option(name, kind) for name, kind in scalar_settings().items()]
+    parameters = [*own, *options]
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    return command
+
+
 @app.command()
-def serve(
-    redis_url: RedisUrl = None,
-    function: Functions = None,
-    config: ConfigFile = None,
-    retry_base_delay: Annotated[
-        float | None, typer.Option(help="seconds; retry n waits base*n")
-    ] = None,
-    throttle_base_delay: Annotated[float | None, typer.Option(help="seconds")] = None,
-    visibility_grace_s: Annotated[float | None, typer.Option(help="lease = timeout + this")] = None,
-    delivery_lease_s: Annotated[float | None, typer.Option()] = None,
-    region: Annotated[str | None, typer.Option()] = None,
-    account_id: Annotated[str | None, typer.Option()] = None,
-    key_prefix: Annotated[str | None, typer.Option()] = None,
-    concurrency: Annotated[int | None, typer.Option(help="in-flight events per process")] = None,
-    worker_processes: Annotated[int | None, typer.Option(help="python: workers; 0 = CPUs")] = None,
-    strict: Annotated[
-        bool | None, typer.Option("--strict", help="refuse non-durable Redis")
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="API address (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="API port (default 9070; 0 = any free)")] = None,
-    drain_timeout_s: Annotated[float | None, typer.Option(help="SIGTERM waits this long")] = None,
-) -> None:
+@setting_flags
+def serve(config: ConfigFile = None, function: Functions = None, **flags: Any) -> None:
     """Serve the Lambda API and run the dispatcher until SIGTERM (drains) or a second
     signal (exits at once)."""
-    settings = _settings(
-        config,
-        function,
-        redis_url=redis_url,
-        host=host,
-        port=port,
-        drain_timeout_s=drain_timeout_s,
-        retry_base_delay=retry_base_delay,
-        throttle_base_delay=throttle_base_delay,
-        visibility_grace_s=visibility_grace_s,
-        delivery_lease_s=delivery_lease_s,
-        region=region,
-        account_id=account_id,
-        key_prefix=key_prefix,
-        concurrency=concurrency,
-        worker_processes=worker_processes,
-        strict=strict,
-    )
+    settings = _settings(config, function, **flags)
     configure_logging(settings.log_format, settings.log_level, cache=True)
     if not settings.redis_url:
         typer.echo(
