@@ -1,5 +1,7 @@
 """Sluice: a self-hosted, AWS-Lambda-compatible async-invoke and event-source-mapping broker
-on Redis. ``Broker`` is the embeddable API; see the README for a tour."""
+on Redis. ``Broker`` is the embeddable API (``SyncBroker`` runs one for code that is not
+asyncio; ``callable_invoker`` turns a Python callable into a function); see the README's
+"Library API" and ``examples/embed_emulator.py``."""
 
 from __future__ import annotations
 
@@ -29,13 +31,17 @@ from broker.errors import (
     TooManyRequestsError,
     ValidationError,
 )
-from broker.invokers.base import Invocation, Invoker, InvokerRegistry
+from broker.invokers.base import Invocation, Invoker, InvokerFactory, InvokerRegistry
+from broker.invokers.callable import CallableInvoker, callable_invoker
 from broker.models import Envelope, EventInvokeConfig, FunctionConfig, InvokeResult
 from broker.settings import FunctionSpec, Settings
+from broker.sync import SyncBroker
+from broker.version import VERSION as __version__
 
 __all__ = [
     "ApiError",
     "Broker",
+    "CallableInvoker",
     "Clock",
     "ConfigError",
     "DeadLetterStore",
@@ -55,6 +61,7 @@ __all__ = [
     "Invocation",
     "InvokeResult",
     "Invoker",
+    "InvokerFactory",
     "InvokerRegistry",
     "ManualClock",
     "PermanentDeliveryError",
@@ -67,9 +74,12 @@ __all__ = [
     "ServiceError",
     "Settings",
     "SluiceError",
+    "SyncBroker",
     "SystemClock",
     "TooManyRequestsError",
     "ValidationError",
+    "__version__",
     "after_attempt",
     "before_attempt",
+    "callable_invoker",
 ]

@@ -4,6 +4,12 @@ manager that starts the dispatcher, deliverer and wake listener and stops them c
     async with Broker(settings, redis_client) as broker:
         await broker.put_function("orders", "python:app.handlers:orders")
         request_id = await broker.invoke_async("orders", {"id": 1})
+
+Embedders add their own invoker and destination schemes to the built-in ones
+(``extra_invokers``, ``extra_destinations``), or replace them (``invokers``,
+``destinations``); :meth:`Broker.from_settings` also opens (and, on stop, closes) the Redis
+client named by ``settings.redis_url``. ``broker.sync.SyncBroker`` runs one for code that is
+not asyncio.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -41,12 +47,13 @@ from broker.event_config import (
 from broker.function_admin import FunctionAdmin, paginate
 from broker.functions import FunctionCache, FunctionStore
 from broker.guards import MemoryAdmission, check_redis_durability
-from broker.invokers.base import Invocation, InvokerRegistry
+from broker.invokers.base import Invocation, InvokerFactory, InvokerRegistry
 from broker.keys import Keys
 from broker.mappings import MappingService, function_checker
 from broker.models import LATEST, Envelope, FunctionConfig, InvokeResult
 from broker.payloads import SYNC_PAYLOAD_LIMIT_BYTES, Payload, payload_text
 from broker.queue import AsyncQueue
+from broker.redis_client import connect
 from broker.settings import FunctionSpec, Settings
 from broker.wiring import (
     PollerManagerLike,
@@ -60,6 +67,9 @@ log = structlog.get_logger("sluice.broker")
 
 
 class Broker:
+    """Sluice in one object: functions, event-invoke configs, event source mappings,
+    invoking, and (once started) the dispatcher, deliverer and pollers."""
+
     def __init__(
         self,
         settings: Settings,
@@ -67,26 +77,29 @@ class Broker:
         *,
         clock: Clock | None = None,
         invokers: InvokerRegistry | None = None,
-        destinations: dict[str, DestinationFactory] | None = None,
+        destinations: Mapping[str, DestinationFactory] | None = None,
+        extra_invokers: Mapping[str, InvokerFactory] | None = None,
+        extra_destinations: Mapping[str, DestinationFactory] | None = None,
         dispatch: bool = True,
     ) -> None:
-        """``dispatch=False`` gives a producer-only broker (API front ends, tests)."""
+        """``redis`` stays the caller's (``stop`` leaves it open). ``invokers`` and
+        ``destinations`` replace the built-in schemes; ``extra_invokers`` and
+        ``extra_destinations`` are added to them (or to the given ones), a scheme given twice
+        served by the extra. Registered destination schemes are valid in DestinationConfig,
+        DeadLetterConfig and mapping OnFailure strings (``SCHEME:...``).
+        ``dispatch=False`` gives a producer-only broker (API front ends, tests)."""
         self.settings = settings
         self.redis = redis
+        self._owns_redis = False  # set by from_settings: stop() closes the client then
         self.clock: Clock = clock or RedisClock()
         self.keys = Keys(settings.key_prefix)
         self.queue = AsyncQueue(redis, self.keys)
         self.store = FunctionStore(redis, self.keys)
         self.functions = FunctionCache(self.store)
         self.dead_letters = DeadLetterStore(redis, self.keys)
-        self.admin = FunctionAdmin(
-            self.store,
-            self.functions,
-            self.clock,
-            region=settings.region,
-            account_id=settings.account_id,
-        )
         self.invokers = invokers or default_invokers(settings.worker_processes, settings.region)
+        for scheme, invoker_factory in (extra_invokers or {}).items():
+            self.invokers.register(scheme.lower(), invoker_factory)
         self.destinations = DestinationRegistry(
             DestinationContext(
                 redis=redis,
@@ -99,7 +112,18 @@ class Broker:
                 },
                 local_invoke=self._local_invoke,
             ),
-            destinations if destinations is not None else default_destinations(),
+            {
+                **(destinations if destinations is not None else default_destinations()),
+                **(extra_destinations or {}),
+            },
+        )
+        self.admin = FunctionAdmin(
+            self.store,
+            self.functions,
+            self.clock,
+            region=settings.region,
+            account_id=settings.account_id,
+            destination_schemes=self.destinations.schemes,
         )
         self.mappings = MappingService(
             redis,
@@ -111,6 +135,7 @@ class Broker:
             source_check=default_source_check(settings.region, self.store)
             if settings.check_event_sources
             else None,
+            destination_schemes=self.destinations.schemes,
         )
         self.admission = MemoryAdmission(redis, settings.maxmemory_admission_ratio)
         self.deliverer = Deliverer(
@@ -150,6 +175,34 @@ class Broker:
         self._background: list[asyncio.Task[None]] = []
         self._started = False
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        invokers: InvokerRegistry | None = None,
+        destinations: Mapping[str, DestinationFactory] | None = None,
+        extra_invokers: Mapping[str, InvokerFactory] | None = None,
+        extra_destinations: Mapping[str, DestinationFactory] | None = None,
+        dispatch: bool = True,
+    ) -> Broker:
+        """A broker on its own Redis client for ``settings.redis_url`` (``None``: the embedded
+        in-process Redis, which lives and dies with this process), closed with its
+        connections by :meth:`stop`. The other arguments are the constructor's."""
+        broker = cls(
+            settings,
+            connect(settings.redis_url),
+            clock=clock,
+            invokers=invokers,
+            destinations=destinations,
+            extra_invokers=extra_invokers,
+            extra_destinations=extra_destinations,
+            dispatch=dispatch,
+        )
+        broker._owns_redis = True
+        return broker
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> Broker:
         await self.start()
@@ -159,27 +212,40 @@ class Broker:
         await self.stop()
 
     async def start(self, *, check_durability: bool = False) -> None:
+        """Apply the settings' functions and start the dispatcher, deliverer, wake listener
+        and pollers; a start that fails part way stops what it started, then raises."""
         if isinstance(self.clock, RedisClock):
             await self.clock.calibrate(self.redis)
         if check_durability:
             await check_redis_durability(self.redis, strict=self.settings.strict)
         for name, spec in self.settings.functions.items():
             await self._apply_spec(name, spec)
-        if self._dispatch:
-            await self.dispatcher.start()
-            self._background.append(asyncio.create_task(self._listen_for_wakes()))
-            if self.settings.run_pollers:
-                self.pollers = default_poller_manager(self)
-                await self.pollers.start()
-        if isinstance(self.clock, RedisClock):
-            self._background.append(asyncio.create_task(self._calibrate_clock()))
         self._started = True
+        try:
+            if self._dispatch:
+                await self.dispatcher.start()
+                self._background.append(asyncio.create_task(self._listen_for_wakes()))
+                if self.settings.run_pollers:
+                    self.pollers = default_poller_manager(self)
+                    await self.pollers.start()
+            if isinstance(self.clock, RedisClock):
+                self._background.append(asyncio.create_task(self._calibrate_clock()))
+        except BaseException:
+            await self._halt(0.0)
+            raise
         log.info("broker_started", dispatch=self._dispatch, token=self.dispatcher.token)
 
     async def stop(self, drain_timeout_s: float | None = None) -> None:
-        """Drain in-flight work (SIGTERM semantics), release leases, close everything."""
-        if not self._started:
-            return
+        """Drain in-flight work (SIGTERM semantics), release leases, close everything (and
+        the Redis client, when :meth:`from_settings` opened it). Safe to call twice."""
+        try:
+            if self._started:
+                await self._halt(drain_timeout_s)
+        finally:
+            if self._owns_redis:  # closing twice is harmless; a restart reconnects
+                await self.redis.aclose(close_connection_pool=True)
+
+    async def _halt(self, drain_timeout_s: float | None) -> None:
         self._started = False
         timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         if self.pollers is not None:
@@ -238,7 +304,9 @@ class Broker:
             timeout_s=timeout_s,
             memory_mb=memory_mb,
             reserved_concurrency=reserved_concurrency,
-            dead_letter_target=validate_dead_letter_target(dead_letter_target),
+            dead_letter_target=validate_dead_letter_target(
+                dead_letter_target, self.destinations.schemes
+            ),
             aliases=aliases or {},
             versions=sorted(set(versions or []) | set((aliases or {}).values())),
             last_modified=self.clock.now(),
@@ -264,7 +332,9 @@ class Broker:
             return
         given = spec.model_dump(include=spec.model_fields_set | {"target"})
         if "dead_letter_target" in given:
-            given["dead_letter_target"] = validate_dead_letter_target(given["dead_letter_target"])
+            given["dead_letter_target"] = validate_dead_letter_target(
+                given["dead_letter_target"], self.destinations.schemes
+            )
         if "aliases" in given:
             given["aliases"] = {**existing.aliases, **given["aliases"]}
         await self.store.put(existing.model_copy(update=given))
@@ -321,7 +391,11 @@ class Broker:
         name, qualifier = await self._eic_target(function, qualifier)
         names = set(await self.store.names())
         config = validate_event_invoke_config(
-            body, function_name=name, function_exists=names.__contains__, now=self.clock.now()
+            body,
+            function_name=name,
+            function_exists=names.__contains__,
+            now=self.clock.now(),
+            destination_schemes=self.destinations.schemes,
         )
         await self.store.put_event_invoke_config(name, qualifier, config)
         self.functions.invalidate(name)
@@ -389,6 +463,24 @@ class Broker:
         if next_marker:
             body["NextMarker"] = next_marker
         return body
+
+    # -- event source mappings (AWS shapes; the whole service is ``self.mappings``) -----------
+    async def create_event_source_mapping(self, body: dict[str, Any]) -> dict[str, Any]:
+        """CreateEventSourceMapping: ``body`` as AWS takes it (``FunctionName``,
+        ``EventSourceArn``, ``StartingPosition``, ``DestinationConfig``...); returns AWS's
+        response body, whose ``UUID`` names the mapping."""
+        return await self.mappings.create(body)
+
+    async def get_event_source_mapping(self, uuid: str) -> dict[str, Any]:
+        return await self.mappings.get(uuid)
+
+    async def update_event_source_mapping(self, uuid: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.mappings.update(uuid, body)
+
+    async def delete_event_source_mapping(self, uuid: str) -> dict[str, Any]:
+        """DeleteEventSourceMapping: answers ``State`` ``Deleting``; its poller stops within
+        ``poller_refresh_s``."""
+        return await self.mappings.delete(uuid)
 
     # -- invoking ----------------------------------------------------------------------------
     async def _resolve(self, function: str, qualifier: str | None) -> tuple[FunctionConfig, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -85,15 +85,28 @@ def scheme_of(target: str) -> str:
 
 
 class DestinationRegistry:
+    """Scheme -> factory; one destination built per distinct destination string."""
+
     def __init__(
-        self, context: DestinationContext, factories: dict[str, DestinationFactory] | None = None
+        self,
+        context: DestinationContext,
+        factories: Mapping[str, DestinationFactory] | None = None,
     ) -> None:
         self.context = context
-        self._factories: dict[str, DestinationFactory] = dict(factories or {})
+        self._factories: dict[str, DestinationFactory] = {}
         self._built: dict[str, Destination] = {}
+        for scheme, factory in (factories or {}).items():
+            self.register(scheme, factory)
 
     def register(self, scheme: str, factory: DestinationFactory) -> None:
-        self._factories[scheme] = factory
+        """Serve ``scheme`` (case-insensitive, as :func:`scheme_of` reads it) with ``factory``,
+        replacing any factory it had."""
+        self._factories[scheme.lower()] = factory
+
+    @property
+    def schemes(self) -> KeysView[str]:
+        """The registered schemes: a live view, so validation sees later registrations."""
+        return self._factories.keys()
 
     def get(self, target: str) -> Destination:
         destination = self._built.get(target)

@@ -2,12 +2,16 @@
 
 Input is AWS-shaped (``MaximumRetryAttempts``, ``DestinationConfig``...), as the API and the
 library receive it; errors carry AWS's codes and texts.
+
+Destination strings: AWS's pattern, Sluice's own strings (DESIGN: Contracts), and
+``SCHEME:...`` for any scheme an embedder registered with the broker's destination registry
+(``destination_schemes``, passed in by the caller; the built-in schemes keep their rules).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from broker.errors import InvalidParameterValueError, ValidationError
@@ -21,6 +25,14 @@ _AWS_DESTINATION = re.compile(AWS_DESTINATION_PATTERN)
 # Sluice accepts these beyond AWS's pattern, on purpose (DESIGN: Contracts).
 _SLUICE_DESTINATION = re.compile(r"^(https?://\S+|redis-stream:[^\s]+|amqp://\S+|rq:\S+)$")
 _DLQ_PATTERN = r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()"
+# ``SCHEME:rest`` with an RFC 3986 scheme; the scheme decides which destination delivers.
+_REGISTERED_DESTINATION = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):\S+$")
+# Schemes whose strings have rules of their own (above, or AWS's services as ARNs): a
+# registered factory for one of them serves it but cannot loosen its validation.
+BUILTIN_DESTINATION_SCHEMES = frozenset(
+    {"arn", "kafka", "http", "https", "redis-stream", "amqp", "amqps", "rq"}
+    | {"sqs", "sns", "events", "lambda", "s3"}
+)
 _ARN_SERVICE = re.compile(r"^arn:aws[a-zA-Z0-9-]*:(?P<service>[a-zA-Z0-9-]+):")
 _LAMBDA_NAME = re.compile(r"^arn:aws[a-zA-Z0-9-]*:lambda:[^:]*:[^:]*:function:(?P<name>[^:]+)")
 
@@ -46,7 +58,18 @@ def range_error(value: object, member: str, low: int, high: int) -> ValidationEr
     )
 
 
-def _destination(config: dict[str, Any] | None, side: str) -> str | None:
+def is_registered_destination(value: str, destination_schemes: Collection[str]) -> bool:
+    """Is ``value`` ``SCHEME:...`` for a registered scheme that is not a built-in one?"""
+    match = _REGISTERED_DESTINATION.match(value)
+    if match is None:
+        return False
+    scheme = match.group("scheme").lower()
+    return scheme in destination_schemes and scheme not in BUILTIN_DESTINATION_SCHEMES
+
+
+def _destination(
+    config: dict[str, Any] | None, side: str, destination_schemes: Collection[str]
+) -> str | None:
     if config is None:
         return None
     if not isinstance(config, dict):
@@ -60,7 +83,11 @@ def _destination(config: dict[str, Any] | None, side: str) -> str | None:
             f"{side[0].lower()}{side[1:]}.destination' failed to satisfy constraint: "
             "Member must have length less than or equal to 350"
         )
-    if not (_AWS_DESTINATION.fullmatch(value) or _SLUICE_DESTINATION.match(value)):
+    if not (
+        _AWS_DESTINATION.fullmatch(value)
+        or _SLUICE_DESTINATION.match(value)
+        or is_registered_destination(value, destination_schemes)
+    ):
         raise ValidationError(
             f"1 validation error detected: Value '{value}' at 'destinationConfig."
             f"{side[0].lower()}{side[1:]}.destination' failed to satisfy constraint: Member must "
@@ -79,10 +106,12 @@ def validate_event_invoke_config(
     function_name: str,
     function_exists: Callable[[str], bool],
     now: float,
+    destination_schemes: Collection[str] = (),
 ) -> EventInvokeConfig:
     """Check a Put/Update body and build the config; raise AWS's error for the first fault.
 
-    ``function_exists`` answers whether a Lambda destination names a known function.
+    ``function_exists`` answers whether a Lambda destination names a known function;
+    ``destination_schemes`` are the schemes the broker can deliver to (its registry's).
     """
     retries = body.get("MaximumRetryAttempts")
     max_age = body.get("MaximumEventAgeInSeconds")
@@ -103,8 +132,8 @@ def validate_event_invoke_config(
             raise ValidationError(
                 "1 validation error detected: DestinationConfig must be an object"
             )
-        on_success = _destination(dest_body.get("OnSuccess"), "OnSuccess")
-        on_failure = _destination(dest_body.get("OnFailure"), "OnFailure")
+        on_success = _destination(dest_body.get("OnSuccess"), "OnSuccess", destination_schemes)
+        on_failure = _destination(dest_body.get("OnFailure"), "OnFailure", destination_schemes)
     for _side, destination, allowed in (
         ("OnSuccess", on_success, ON_SUCCESS_SERVICES),
         ("OnFailure", on_failure, ON_FAILURE_SERVICES),
@@ -113,7 +142,7 @@ def validate_event_invoke_config(
             continue
         service = _ARN_SERVICE.match(destination)
         if service is None:
-            continue  # a Sluice destination string (http, redis-stream, amqp, rq)
+            continue  # a Sluice or registered destination string (http, redis-stream, ...)
         if service.group("service") not in allowed:
             raise InvalidParameterValueError(
                 "The provided destination config DestinationConfig("
@@ -151,13 +180,20 @@ def merge_update(existing: EventInvokeConfig, body: dict[str, Any]) -> dict[str,
     return merged
 
 
-def validate_dead_letter_target(target: str | None) -> str | None:
+def validate_dead_letter_target(
+    target: str | None, destination_schemes: Collection[str] = ()
+) -> str | None:
     """A function's ``DeadLetterConfig.TargetArn``: an ARN (SQS or SNS) or empty to remove.
 
-    Sluice also accepts its own destination strings here (DESIGN: Contracts)."""
+    Sluice also accepts its own destination strings here (DESIGN: Contracts), and those of
+    the registered ``destination_schemes``."""
     if target is None or target == "":
         return None
-    if re.fullmatch(_DLQ_PATTERN, target) or _SLUICE_DESTINATION.match(target):
+    if (
+        re.fullmatch(_DLQ_PATTERN, target)
+        or _SLUICE_DESTINATION.match(target)
+        or is_registered_destination(target, destination_schemes)
+    ):
         return target
     raise ValidationError(
         f"1 validation error detected: Value '{target}' at 'deadLetterConfig.targetArn' failed "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,12 +63,14 @@ class FunctionAdmin:
         *,
         region: str,
         account_id: str,
+        destination_schemes: Collection[str] = (),
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock = clock
         self.region = region
         self.account_id = account_id
+        self.destination_schemes = destination_schemes  # registered ones: valid DLQ targets
 
     # -- lookups -----------------------------------------------------------------------------
     def arn(self, name: str, qualifier: str | None = None) -> str:
@@ -160,7 +163,9 @@ class FunctionAdmin:
             changes["memory_mb"] = body["MemorySize"]
         if "DeadLetterConfig" in body:
             target = (body["DeadLetterConfig"] or {}).get("TargetArn")
-            changes["dead_letter_target"] = validate_dead_letter_target(target)
+            changes["dead_letter_target"] = validate_dead_letter_target(
+                target, self.destination_schemes
+            )
         if "Description" in body:
             changes["description"] = str(body["Description"])[:256]
         updated = config.model_copy(update=changes)

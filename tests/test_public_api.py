@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import broker
 
 
@@ -10,6 +12,7 @@ def test_public_names_are_pinned_and_sorted() -> None:
     assert set(broker.__all__) == {
         "ApiError",
         "Broker",
+        "CallableInvoker",
         "Clock",
         "ConfigError",
         "DeadLetterStore",
@@ -29,6 +32,7 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "Invocation",
         "InvokeResult",
         "Invoker",
+        "InvokerFactory",
         "InvokerRegistry",
         "ManualClock",
         "PermanentDeliveryError",
@@ -41,11 +45,14 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "ServiceError",
         "Settings",
         "SluiceError",
+        "SyncBroker",
         "SystemClock",
         "TooManyRequestsError",
         "ValidationError",
+        "__version__",
         "after_attempt",
         "before_attempt",
+        "callable_invoker",
     }
     for name in broker.__all__:
         assert getattr(broker, name) is not None
@@ -61,3 +68,7 @@ def test_core_never_imports_concrete_destinations_or_pollers() -> None:
         text = path.read_text()
         assert "import destinations" not in text and "from destinations" not in text, path
         assert "from pollers" not in text, path
+
+
+def test_version_is_the_installed_distributions() -> None:
+    assert broker.__version__ == version("sluice-broker")

@@ -34,7 +34,7 @@ import base64
 import builtins
 import json
 import uuid as uuid_module
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -115,6 +115,7 @@ class MappingService:
         max_filters: int = 5,
         polled_kinds: frozenset[SourceKind] = frozenset(),
         source_check: SourceCheck | None = None,
+        destination_schemes: Collection[str] = (),
     ) -> None:
         if not 1 <= max_filters <= MAX_FILTERS_LIMIT:
             raise ValueError(f"max_filters must be between 1 and {MAX_FILTERS_LIMIT}")
@@ -128,12 +129,20 @@ class MappingService:
         self.max_filters = max_filters
         self.polled_kinds = polled_kinds
         self.source_check = source_check
+        # OnFailure may name these schemes beyond the built-in strings (a live view of the
+        # broker's destination registry, so later registrations count).
+        self.destination_schemes = destination_schemes
 
     # -- the API ------------------------------------------------------------------------------
     async def create(self, body: Any) -> dict[str, Any]:
         """CreateEventSourceMapping: the 202 body (``State`` ``Creating`` or ``Disabled``)."""
         now = self._now()
-        config = validate_create(body, max_filters=self.max_filters, now=now)
+        config = validate_create(
+            body,
+            max_filters=self.max_filters,
+            now=now,
+            destination_schemes=self.destination_schemes,
+        )
         await self._check_function(config)
         if self.source_check is not None:
             await self.source_check(config)
@@ -184,7 +193,13 @@ class MappingService:
                     "Cannot update the event source mapping because it is in use."
                 )
             now = self._now()
-            config = validate_update(existing, body, max_filters=self.max_filters, now=now)
+            config = validate_update(
+                existing,
+                body,
+                max_filters=self.max_filters,
+                now=now,
+                destination_schemes=self.destination_schemes,
+            )
             if isinstance(body, dict) and body.get("FunctionName") is not None:
                 await self._check_function(config)
             if config.enabled == existing.enabled:

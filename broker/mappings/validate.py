@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from broker.arns import parse_function_name
 from broker.errors import InvalidParameterValueError, ValidationError
-from broker.event_config import AWS_DESTINATION_PATTERN
+from broker.event_config import AWS_DESTINATION_PATTERN, is_registered_destination
 from broker.filters import compile_pattern
 from broker.mappings.model import (
     IMMUTABLE_FIELDS,
@@ -101,11 +102,14 @@ def classify_source(request: MappingRequest) -> Source:
     raise InvalidParameterValueError(UNRECOGNIZED)
 
 
-def _check_on_failure(destination: str | None) -> None:
+def _check_on_failure(destination: str | None, destination_schemes: Collection[str]) -> None:
     if not destination:
         return
     if not (re.fullmatch(AWS_DESTINATION_PATTERN, destination)):
-        if not _SLUICE_DESTINATION.match(destination):
+        if not (
+            _SLUICE_DESTINATION.match(destination)
+            or is_registered_destination(destination, destination_schemes)
+        ):
             raise invalid_value(
                 "destinationConfig.onFailure.destination",
                 destination,
@@ -144,9 +148,16 @@ def _check_starting_position(request: MappingRequest, kind: SourceKind, now: flo
 
 
 def check_source_rules(
-    request: MappingRequest, source: Source, *, max_filters: int, now: float
+    request: MappingRequest,
+    source: Source,
+    *,
+    max_filters: int,
+    now: float,
+    destination_schemes: Collection[str] = (),
 ) -> None:
-    """Rules 4-12 and 17, and which fields apply to the source type at all."""
+    """Rules 4-12 and 17, and which fields apply to the source type at all.
+
+    ``destination_schemes``: the schemes the broker can deliver to (its registry's)."""
     source_type = SOURCE_TYPES[source.kind]
     for name in sorted(request.given() - source_type.fields):
         if name == "DestinationConfig":  # rule 1 (D): OnFailure on SQS and MQ
@@ -178,7 +189,9 @@ def check_source_rules(
                 "MaximumRecordAgeInSeconds must be -1 or between 60 and 604800"
             )
         if request.destination_config and request.destination_config.on_failure:
-            _check_on_failure(request.destination_config.on_failure.destination)
+            _check_on_failure(
+                request.destination_config.on_failure.destination, destination_schemes
+            )
     _check_settings(request, source)
 
 
@@ -275,18 +288,31 @@ def validate_filter_pattern(pattern: object, data_key: str | None = None) -> Non
             raise InvalidParameterValueError(INVALID_PATTERN)
 
 
-def validate_create(body: Any, *, max_filters: int, now: float) -> MappingConfig:
+def validate_create(
+    body: Any, *, max_filters: int, now: float, destination_schemes: Collection[str] = ()
+) -> MappingConfig:
     """A CreateEventSourceMapping body → the config with per-source defaults (spec §7.2)."""
     request = parse_request(body)
     if request.destination_config and request.destination_config.on_success is not None:
         raise InvalidParameterValueError(UNSUPPORTED_DESTINATION)  # rule 1, checked first
     source = classify_source(request)
-    check_source_rules(request, source, max_filters=max_filters, now=now)
+    check_source_rules(
+        request,
+        source,
+        max_filters=max_filters,
+        now=now,
+        destination_schemes=destination_schemes,
+    )
     return build_config(request, source, max_filters)
 
 
 def validate_update(
-    existing: MappingConfig, body: Any, *, max_filters: int, now: float
+    existing: MappingConfig,
+    body: Any,
+    *,
+    max_filters: int,
+    now: float,
+    destination_schemes: Collection[str] = (),
 ) -> MappingConfig:
     """An UpdateEventSourceMapping body, merged over ``existing``, validated as a whole."""
     if not isinstance(body, dict):
@@ -308,7 +334,12 @@ def validate_update(
         after = [a for a in given["SourceAccessConfigurations"] or [] if _vhost(a)]
         if before != after:
             raise InvalidParameterValueError("The VIRTUAL_HOST configuration cannot be updated.")
-    return validate_create({**current, **given}, max_filters=max_filters, now=now)
+    return validate_create(
+        {**current, **given},
+        max_filters=max_filters,
+        now=now,
+        destination_schemes=destination_schemes,
+    )
 
 
 def _vhost(access: Any) -> bool:
