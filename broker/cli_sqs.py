@@ -10,6 +10,9 @@ send accepted. At least once, nothing lost: a message the target refused stays i
 dead-letter queue, hidden until the run ends and then made visible again; a message sent but
 not deleted is moved again by a later run (a duplicate, reported as such).
 
+boto3 is the ``aws`` extra, imported at the first SQS call: without it the command is
+refused (exit status 2) with what to install.
+
 Send errors: a batch refused as a whole (a bad entry, too large) is sent again one message
 at a time, so that one bad message fails alone; errors that say the target cannot be used
 (it does not exist, access denied, the network) stop the run. botocore's exceptions stop at
@@ -25,11 +28,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import boto3
 import typer
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
+from broker.extras import AWS, MissingExtraError, require
 from broker.pacing import Pacer
 
 __all__ = [
@@ -49,7 +50,6 @@ sqs_app = typer.Typer(
     add_completion=False,
 )
 
-_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3})
 _ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:sqs:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"(?P<name>[\w-]{1,75}\.fifo|[\w-]{1,80})$"  # a name has at most 80 characters
@@ -185,7 +185,15 @@ def size_chunks(entries: list[dict[str, Any]], limit: int = BATCH_BYTES) -> Iter
 
 
 def _boto3_client(region: str) -> Any:
-    return boto3.session.Session().client("sqs", region_name=region, config=_CONFIG)
+    """An SQS client for ``region``; :class:`Refused` when boto3 is not installed."""
+    try:
+        boto3 = require(*AWS, "Amazon SQS access")
+    except MissingExtraError as exc:
+        raise Refused(str(exc)) from exc
+    from botocore.config import Config
+
+    config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3})
+    return boto3.session.Session().client("sqs", region_name=region, config=config)
 
 
 class Sqs:
@@ -199,6 +207,8 @@ class Sqs:
         client = self._clients.get(region)
         if client is None:
             client = self._clients[region] = self._make_client(region)
+        from botocore.exceptions import BotoCoreError, ClientError  # there with the client
+
         try:
             return getattr(client, action)(**params)
         except ClientError as exc:

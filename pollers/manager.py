@@ -13,12 +13,20 @@ Every ``refresh_s`` the manager reads the mappings from Redis and:
 Pollers whose factory is ``shared`` (Kinesis, DynamoDB Streams: :mod:`pollers.shards`) run
 in every process instead and lease the stream's shards themselves, with the same TTL and
 fair-share rule.
+
+Each source kind's poller module is imported when a mapping of that kind is first seen
+(:data:`POLLERS`), so boto3 and kombu are needed only by their sources. Without its extra
+a kind is not polled here: the manager logs ``poller_unavailable`` once and sets each such
+mapping's ``LastProcessingResult`` to ``PROBLEM: <what to install>``. Every process sharing
+a Redis should have the same extras: the fair share counts every live manager, so mappings
+one process cannot poll wait for the processes that can.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import math
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from broker.extras import AMQP, AWS, MissingExtraError, require
 from broker.mappings.model import (
     NO_POLLER_RESULT,
     EventSourceMapping,
@@ -40,7 +49,7 @@ from pollers.core import NO_RECORDS, RELEASE_LEASE, RENEW_LEASE, MappingRuntime,
 if TYPE_CHECKING:
     from broker.core import Broker
 
-__all__ = ["Poller", "PollerFactory", "PollerManager", "default_poller_factories"]
+__all__ = ["POLLERS", "Poller", "PollerFactory", "PollerManager", "default_poller_factories"]
 
 log = structlog.get_logger("sluice.pollers")
 
@@ -56,19 +65,33 @@ class Poller(Protocol):
 PollerFactory = Callable[[MappingRuntime, PollerSettings, ThreadPoolExecutor], Poller]
 
 
-def default_poller_factories() -> dict[SourceKind, PollerFactory]:
-    from pollers.amqp import AmqpPoller
-    from pollers.redis_streams import RedisStreamPoller
-    from pollers.shards import DynamoDbStreamPoller, KinesisPoller
-    from pollers.sqs import SqsPoller
+# Each source kind's poller: (module, class, the (module, extra) it needs, if any).
+POLLERS: dict[SourceKind, tuple[str, str, tuple[str, str] | None]] = {
+    SourceKind.SQS: ("pollers.sqs", "SqsPoller", AWS),
+    SourceKind.KINESIS: ("pollers.shards", "KinesisPoller", AWS),
+    SourceKind.DYNAMODB: ("pollers.shards", "DynamoDbStreamPoller", AWS),
+    SourceKind.REDIS_STREAM: ("pollers.redis_streams", "RedisStreamPoller", None),
+    SourceKind.RABBITMQ: ("pollers.amqp", "AmqpPoller", AMQP),
+}
 
-    return {
-        SourceKind.SQS: SqsPoller,
-        SourceKind.KINESIS: KinesisPoller,
-        SourceKind.DYNAMODB: DynamoDbStreamPoller,
-        SourceKind.REDIS_STREAM: RedisStreamPoller,
-        SourceKind.RABBITMQ: AmqpPoller,
-    }
+
+def load_poller(kind: SourceKind) -> PollerFactory:
+    """Import ``kind``'s poller; :class:`~broker.extras.MissingExtraError` without its extra."""
+    module, name, needs = POLLERS[kind]
+    if needs is not None:
+        require(*needs, f"the {kind.value} event source poller")
+    factory: PollerFactory = getattr(importlib.import_module(module), name)
+    return factory
+
+
+def default_poller_factories() -> dict[SourceKind, PollerFactory]:
+    """Every poller whose extra is installed, imported now (the manager imports each kind
+    on first use instead)."""
+    factories: dict[SourceKind, PollerFactory] = {}
+    for kind in POLLERS:
+        with contextlib.suppress(MissingExtraError):
+            factories[kind] = load_poller(kind)
+    return factories
 
 
 @dataclass
@@ -93,7 +116,11 @@ class PollerManager:
     ) -> None:
         self.broker = broker
         self.settings = settings or PollerSettings()
-        self.factories = dict(factories) if factories is not None else default_poller_factories()
+        # Given factories are all there is; by default each kind is imported on first use.
+        self.factories: dict[SourceKind, PollerFactory] = dict(factories or {})
+        self._lazy = factories is None
+        self._unavailable: dict[SourceKind, str] = {}  # kind -> what to install
+        self._told: set[str] = set()  # mappings whose LastProcessingResult says so
         self.token = uuid.uuid4().hex
         self.running: dict[str, _Running] = {}
         # Pollers told to stop and finishing their batch in hand; their leases (when still
@@ -172,11 +199,13 @@ class PollerManager:
         """One round: heartbeat and renewals first, then stop what must stop (in the
         background) and take a fair share."""
         members = await self._heartbeat()
-        wanted = {
-            m.uuid: m
+        active = [
+            m
             for m in await self.broker.mappings.mappings()
-            if m.enabled and m.state not in _INACTIVE and m.source_kind in self.factories
-        }
+            if m.enabled and m.state not in _INACTIVE
+        ]
+        wanted = {m.uuid: m for m in active if self._factory(m.source_kind) is not None}
+        await self._tell_unavailable(active)
         for key, running in list(self.running.items()):
             mapping = wanted.get(key)
             if running.task.done():
@@ -202,6 +231,27 @@ class PollerManager:
             if await self.broker.redis.set(lease, self.token, nx=True, px=ttl_ms):
                 self._held.add(key)
                 await self._start_one(mapping)
+
+    def _factory(self, kind: SourceKind) -> PollerFactory | None:
+        """``kind``'s poller factory, imported the first time; None when there is none here."""
+        factory = self.factories.get(kind)
+        if factory is None and self._lazy and kind not in self._unavailable:
+            try:
+                factory = self.factories[kind] = load_poller(kind)
+            except MissingExtraError as exc:
+                self._unavailable[kind] = str(exc)
+                log.error("poller_unavailable", source=kind.value, error=str(exc))
+        return factory
+
+    async def _tell_unavailable(self, mappings: list[EventSourceMapping]) -> None:
+        """Show, once per mapping, why this process does not poll it."""
+        for mapping in mappings:
+            problem = self._unavailable.get(mapping.source_kind)
+            if problem is not None and mapping.uuid not in self._told:
+                await self.broker.mappings.record_processing_result(
+                    mapping.uuid, f"PROBLEM: {problem}"
+                )
+                self._told.add(mapping.uuid)
 
     def _shared(self, mapping: EventSourceMapping) -> bool:
         """Does every process run this mapping's poller (which leases its own parts, the

@@ -12,6 +12,7 @@ from broker.api import errors, functions, invoke, mappings
 from broker.api.asgi import ASGIApp, EventInvokeFastPath, RequestIdMiddleware
 from broker.core import Broker
 from broker.metrics import CONTENT_TYPE_LATEST, Metrics
+from broker.version import VERSION
 
 READY_PING_TIMEOUT_S = 2.0  # /readyz answers 503 rather than hang on a Redis that hangs
 
@@ -27,7 +28,7 @@ def create_app(broker: Broker) -> FastAPI:
         title="Sluice",
         summary="AWS Lambda's Invoke, function, event-invoke-config and event-source-mapping "
         "APIs, self-hosted on Redis",
-        version="0.1.0",
+        version=VERSION,
     )
     errors.install(app)
     app.include_router(invoke.router(broker))

@@ -6,6 +6,9 @@ boto3 blocks, so calls run in this invoker's own thread pool. Mapping: a respons
 ``FunctionError`` is a function error (value verbatim); ``TooManyRequestsException`` is a
 throttle; any other error answer or a connection failure is a system error (not executed);
 a read timeout past the function's timeout is ``Sandbox.Timedout``.
+
+boto3 is the ``aws`` extra, imported at the first call: without it every call is a system
+error whose message says what to install (as a call without credentials is one).
 """
 
 from __future__ import annotations
@@ -15,10 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
-
+from broker.extras import AWS, MissingExtraError, require
 from broker.invokers.base import Invocation, timeout_result
 from broker.models import InvokeResult
 
@@ -48,6 +48,9 @@ class LambdaInvoker:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
+                import boto3  # the aws extra: invoke() checked it is there
+                from botocore.config import Config
+
                 config = Config(
                     read_timeout=timeout_s + TIMEOUT_ALLOWANCE_S,
                     connect_timeout=5,
@@ -62,6 +65,8 @@ class LambdaInvoker:
             return client
 
     def _call(self, invocation: Invocation) -> InvokeResult:
+        from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+
         _local.request_id = invocation.request_id
         try:
             response = self._client(invocation.timeout_s).invoke(
@@ -100,6 +105,10 @@ class LambdaInvoker:
         )
 
     async def invoke(self, invocation: Invocation) -> InvokeResult:
+        try:
+            require(*AWS, f"function target {invocation.target}")
+        except MissingExtraError as exc:  # not executed, like a call without credentials
+            return InvokeResult(outcome="system_error", status_code=500, error_message=str(exc))
         if self._pool is None:
             await self.start()
         loop = asyncio.get_running_loop()
