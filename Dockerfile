@@ -1,9 +1,9 @@
 # Sluice's image: `sluice serve` as the entrypoint; flags go in the container's command,
 # settings in SLUICE_* variables or a TOML file passed with --config (see compose.yaml).
 #
-# SIGTERM (`docker stop`) drains: the API stops, then in-flight work finishes within the
-# drain budget (25 s + 4 x drain_timeout_s; examples/compose/sluice.toml), so give the
-# container a stop timeout that covers it (compose: stop_grace_period). Python runs as
+# SIGTERM (`docker stop`) drains within one budget, drain_timeout_s, then takes at most 30 s
+# more to stop what did not finish (broker/defaults.py SHUTDOWN_CLEANUP_S): give the
+# container a stop timeout that covers both (compose: stop_grace_period). Python runs as
 # PID 1 safely here: `serve` installs its own SIGTERM/SIGINT handlers. Run with an init
 # (compose `init: true`, `docker run --init`) so that python: targets' worker processes
 # are reaped whatever happens to them.

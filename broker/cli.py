@@ -149,10 +149,10 @@ def serve(config: ConfigFile = None, function: Functions = None, **flags: Any) -
 
 
 async def _serve(settings: Settings) -> None:
-    from broker.api.server import ApiServer
+    from broker.api.server import API_SHUTDOWN_S, ApiServer
     from broker.core import Broker
     from broker.redis_client import connect
-    from broker.replay_jobs import ReplayWorker
+    from broker.replay_jobs import REPLAY_STOP_MIN_S, ReplayWorker
 
     client = connect(settings.redis_url)
     broker = Broker(settings, client)
@@ -176,9 +176,17 @@ async def _serve(settings: Settings) -> None:
         print(json.dumps(ready), flush=True)
         await stop.wait()
     finally:
-        await api.stop()  # stop taking requests first, then drain what was accepted
-        await asyncio.to_thread(replays.stop, settings.drain_timeout_s)
-        await broker.stop()
+        # One drain budget for all of it: stop taking requests (those in progress may take a
+        # part of it), then the background replay, then accepted work (pollers' batches,
+        # in-flight events and their deliveries).
+        deadline = loop.time() + settings.drain_timeout_s
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
+        await api.stop(min(left(), API_SHUTDOWN_S))
+        await asyncio.to_thread(replays.stop, max(left(), REPLAY_STOP_MIN_S))
+        await broker.stop(left())
         await client.aclose()
 
 

@@ -248,11 +248,13 @@ class Broker:
     async def _halt(self, drain_timeout_s: float | None) -> None:
         self._started = False
         timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout  # one budget: pollers first, then the dispatcher
         if self.pollers is not None:
             await self.pollers.stop(timeout)  # their batches in hand finish first
             self.pollers = None
         if self._dispatch:
-            await self.dispatcher.stop(timeout)
+            await self.dispatcher.stop(max(0.0, deadline - loop.time()))
         for task in self._background:
             task.cancel()
         if self._background:

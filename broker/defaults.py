@@ -35,5 +35,10 @@ DELIVERY_RETRIES = 3  # attempts of one destination delivery before it is dead-l
 DELIVERY_LEASE_S = 60.0  # an outbox entry unacknowledged this long is reclaimed
 DEAD_LETTER_MAX_AGE_S = 14 * 86_400  # dead-letter store keeps entries this long ...
 DEAD_LETTER_MAX_COUNT = 100_000  # ... and at most this many per function
-DRAIN_TIMEOUT_S = 30.0  # SIGTERM waits this long for in-flight work
+DRAIN_TIMEOUT_S = 30.0  # SIGTERM: the whole drain of `serve` (API, replays, pollers, events)
+# After the drain budget, the fixed waits of stopping what did not finish, at worst: a
+# background replay 5 s, pollers 10 s (a hung refresh, then lease release), the dispatcher
+# 10 s (killing calls, cancelling deliveries), background tasks 5 s. A container's stop
+# timeout should cover drain_timeout_s + this.
+SHUTDOWN_CLEANUP_S = 30.0
 REDIS_STREAM_MAXLEN = 100_000  # approximate MAXLEN of redis-stream destinations

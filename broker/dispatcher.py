@@ -129,6 +129,8 @@ class Dispatcher:
         """Stop claiming; let in-flight calls finish for up to ``drain_timeout_s``; put the
         rest back at the front of their queues; deliver what finished; leave nothing held."""
         self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout_s  # calls, then deliveries (the outbox is durable)
         claim_loop = self._loops[0] if self._loops else None
         if claim_loop is not None:
             # Not cancelled: a claim cancelled mid-flight could lease events nobody runs.
@@ -153,7 +155,7 @@ class Dispatcher:
         self._done_event.set()
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
         await self._settle_pending()
-        await self.deliverer.drain(drain_timeout_s)
+        await self.deliverer.drain(max(0.0, deadline - loop.time()))
         await self.deliverer.cancel()
         self._loops = []
         log.info("dispatcher_stopped", token=self.token)

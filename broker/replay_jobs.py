@@ -38,13 +38,22 @@ from rq.timeouts import BaseDeathPenalty
 from broker.replay_runs import execute, replay_session
 from broker.settings import Settings
 
-__all__ = ["ReplayInterrupted", "ReplayWorker", "job_state", "queue_name", "run_replay", "submit"]
+__all__ = [
+    "REPLAY_STOP_MIN_S",
+    "ReplayInterrupted",
+    "ReplayWorker",
+    "job_state",
+    "queue_name",
+    "run_replay",
+    "submit",
+]
 
 log = structlog.get_logger("sluice.replay_jobs")
 
 RETRIES = 5  # re-runs of a replay cut short by shutdowns before rq gives up on it
 RESULT_TTL_S = 7 * 86_400  # rq keeps a finished job (and its record) this long
 WORKER_TTL_S = 16  # rq's dequeue timeout is this minus 15: the loop wakes every second
+REPLAY_STOP_MIN_S = 5.0  # a stopping serve gives a running replay at least this to stop
 
 
 @dataclass(frozen=True)
@@ -177,7 +186,10 @@ class ReplayWorker:
         )
         context = _WorkerContext(self.settings, self._stopping)
         self._thread = threading.Thread(
-            target=self._run, args=(self._worker, context), name="sluice-replay-worker"
+            target=self._run,
+            args=(self._worker, context),
+            name="sluice-replay-worker",
+            daemon=True,  # a replay still in its batch at exit is safe to cut: no double store
         )
         self._thread.start()
 

@@ -169,7 +169,10 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         default=defaults.DRAIN_TIMEOUT_S,
         ge=0,
-        description="how long SIGTERM waits for in-flight work",
+        description=(
+            "SIGTERM's one drain budget: requests in progress, a background replay, pollers' "
+            "batches, in-flight events and their deliveries"
+        ),
     )
 
     check_event_sources: bool = Field(

@@ -143,7 +143,10 @@ class PollerManager:
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Stop every poller (each finishes the batch in hand, its lease renewed meanwhile),
-        release the leases and leave."""
+        release the leases and leave: within ``timeout_s``, plus up to 5 s to cancel a
+        refresh that hangs and 5 s for pollers to let go of their leases."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         if self._task is not None:
             # Not cancel(): a cancellation can be swallowed inside a Redis call mid-refresh.
             self._closing.set()
@@ -153,9 +156,9 @@ class PollerManager:
                 await asyncio.wait({self._task}, timeout=5.0)
             self._task = None
         for key in list(self.running):
-            self._begin_stop(key, timeout_s)
-        deadline = asyncio.get_running_loop().time() + timeout_s + 5.0
-        while self.stopping and asyncio.get_running_loop().time() < deadline:
+            self._begin_stop(key, max(0.0, deadline - loop.time()))
+        deadline += 5.0
+        while self.stopping and loop.time() < deadline:
             await asyncio.wait(set(self.stopping.values()), timeout=self.settings.refresh_s)
             with contextlib.suppress(Exception):  # Redis gone: the leases lapse on their own
                 await self._heartbeat()

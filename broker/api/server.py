@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Generator
 
 import uvicorn
@@ -19,6 +20,9 @@ class _Server(uvicorn.Server):
         yield
 
 
+API_SHUTDOWN_S = 10  # requests in progress at shutdown get at most this long
+
+
 class ApiServer:
     def __init__(self, broker: Broker, host: str, port: int) -> None:
         config = uvicorn.Config(
@@ -28,7 +32,7 @@ class ApiServer:
             log_level="warning",
             lifespan="off",
             access_log=False,
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=API_SHUTDOWN_S,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
@@ -45,7 +49,9 @@ class ApiServer:
         sockets = [s for server in self._server.servers for s in server.sockets]
         return int(sockets[0].getsockname()[1]) if sockets else self._server.config.port
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = API_SHUTDOWN_S) -> None:
+        """Stop taking requests; requests in progress get up to ``timeout_s`` to finish."""
+        self._server.config.timeout_graceful_shutdown = max(0, math.ceil(timeout_s))
         self._server.should_exit = True
         if self._task is not None:
             await self._task
