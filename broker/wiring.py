@@ -83,10 +83,10 @@ def default_stream_rereader(broker: Broker) -> StreamRereader:
 
 
 class _LazyRereader:
-    """A :class:`~broker.rereads.StreamRereader` that imports ``pollers.stream_reread`` (and
-    with it boto3, for Kinesis and DynamoDB Streams) when the first range is re-read. Without
-    boto3 every re-read answers "cannot re-read" and the replay sends the stored event, as
-    for a range the stream no longer keeps."""
+    """A :class:`~broker.rereads.StreamRereader` that imports ``pollers.stream_reread`` when
+    the first range is re-read. Without boto3 a Kinesis or DynamoDB Streams range answers
+    "cannot re-read" (naming the extra) and the replay sends the stored event, as for a
+    range the stream no longer keeps; Redis streams need no extra."""
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -94,10 +94,6 @@ class _LazyRereader:
 
     async def reread(self, source: Mapping[str, Any]) -> Reread:
         if self._rereader is None:
-            try:
-                require(*AWS, "re-reading a failed stream batch")
-            except MissingExtraError as exc:
-                return Reread(None, str(exc))
             from pollers.stream_reread import Rereader  # resolved here, never by the core
 
             self._rereader = Rereader(self._broker)

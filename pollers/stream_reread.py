@@ -16,45 +16,36 @@ otherwise, or when the mapping, stream or shard is gone or a read fails, the ans
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from redis.exceptions import RedisError
 
 from broker.errors import ResourceNotFoundError
+from broker.extras import AWS, MissingExtraError, require
 from broker.keys import Keys
 from broker.mappings.model import EventSourceMapping, SourceKind, State
 from broker.redis_client import as_text
 from broker.rereads import Reread
-from pollers.aws_shards import AwsClient, AwsShardReader, AwsShardSource
 from pollers.core import MappingRuntime, PollerSettings
-from pollers.dynamodb_streams import DynamoDbStreamReader, DynamoDbStreamSource
-from pollers.kinesis import KinesisReader, KinesisSource
 from pollers.redis_streams import SHARD_ID, arrival_s, redis_stream_record
 from pollers.stream_decisions import (
-    ShardDesc,
     StreamPolicy,
     StreamReadError,
     StreamRecord,
-    retry_delay_s,
 )
 from pollers.streams import ShardConsumer
 
 if TYPE_CHECKING:
     from broker.core import Broker
+    from pollers.stream_reread_aws import AwsRanges
 
 __all__ = ["Rereader", "stream_kind"]
 
 log = structlog.get_logger("sluice.pollers")
 
-_THROTTLED_TRIES = 5  # throttled GetRecords in a row before giving up (the payload is kept)
-_EMPTY_PAGES_MAX = 20  # Kinesis: empty pages while behind (gaps) before giving up
 _XRANGE_PAGE = 1000
-
-_Source = TypeVar("_Source", bound=AwsShardSource)
 
 
 def stream_kind(arn: str) -> SourceKind | None:
@@ -72,89 +63,26 @@ def stream_kind(arn: str) -> SourceKind | None:
     return None
 
 
-class _AwsRange(AwsShardReader):
-    """A shard reader that starts AT a sequence number (the poller's start after one) and
-    stops at another. The iterator, paging, expiry and error translation are the base's."""
-
-    _at = ""
-
-    async def _new_iterator(self) -> str:
-        if self._last is not None:  # renewed after an expiry: on after the last record read
-            return await super()._new_iterator()
-        params = {
-            self.arn_param: self.stream_arn,
-            "ShardId": self.shard_id,
-            "ShardIteratorType": "AT_SEQUENCE_NUMBER",
-            self.sequence_param: self._at,
-        }
-        response = await self.api.call("get_shard_iterator", **params)
-        return str(response["ShardIterator"])
-
-    async def span(self, start: str, end: str) -> list[StreamRecord]:
-        """The records from ``start`` to ``end``, inclusive; StreamReadError when the shard
-        no longer holds all of them."""
-        self._at, last = start, int(end)
-        found: list[StreamRecord] = []
-        throttled = empty = 0
-        done = False
-        while not done:
-            response = await self._get_records(self.max_limit)
-            if response is None:
-                throttled += 1
-                if throttled >= _THROTTLED_TRIES:
-                    raise StreamReadError(f"GetRecords on {self.stream_arn} kept being throttled")
-                low, high = self.settings.throttle_backoff_s, self.settings.throttle_backoff_max_s
-                await asyncio.sleep(retry_delay_s(throttled, low, high))
-                continue
-            throttled = 0
-            raw = response.get("Records", [])
-            for record in self._take(raw, response):
-                sequence = int(record.sequence)
-                if not found and record.sequence != start:
-                    raise StreamReadError(
-                        f"shard {self.shard_id} trimmed past {start}: its first record "
-                        f"from there is {record.sequence}"
-                    )
-                if found and sequence <= int(found[-1].sequence):
-                    raise StreamReadError(f"shard {self.shard_id} was trimmed while re-read")
-                if sequence <= last:
-                    found.append(record)
-                if sequence >= last:
-                    done = True
-                    break
-            # DynamoDB Streams gives no MillisBehindLatest: an empty page is the shard's tip.
-            caught_up = not raw and response.get("MillisBehindLatest", 0) == 0
-            empty = empty + 1 if not raw else 0
-            if self.ended or caught_up or empty >= _EMPTY_PAGES_MAX:
-                break
-        if not found:
-            raise StreamReadError(f"shard {self.shard_id} has no record {start}")
-        if found[-1].sequence != end:
-            raise StreamReadError(
-                f"shard {self.shard_id} holds {start} but not {end} (it ends at "
-                f"{found[-1].sequence})"
-            )
-        return found
-
-
-class _KinesisRange(_AwsRange, KinesisReader):
-    """A Kinesis shard's range, records shaped as the Kinesis poller delivers them."""
-
-
-class _DynamoDbRange(_AwsRange, DynamoDbStreamReader):
-    """A DynamoDB Streams shard's range, records shaped as that poller delivers them."""
-
-
 class Rereader:
     """Re-reads failed stream batches for one replay (a
-    :class:`broker.rereads.StreamRereader`): boto3 clients are made once per service and
-    region and shared by the entries replayed together; :meth:`close` releases them."""
+    :class:`broker.rereads.StreamRereader`). Redis streams need nothing more; Kinesis and
+    DynamoDB Streams ranges go through :mod:`pollers.stream_reread_aws` (boto3), whose
+    clients are shared by the entries replayed together; :meth:`close` releases them."""
 
     def __init__(self, broker: Broker, settings: PollerSettings | None = None) -> None:
         self.broker = broker
         self.settings = settings or PollerSettings()
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sluice-reread")
-        self._clients: dict[tuple[str, str], AwsClient] = {}
+        self._aws: AwsRanges | None = None  # made at the first Kinesis/DynamoDB range
+
+    def _aws_ranges(self) -> AwsRanges:
+        """The AWS range readers (boto3, the ``aws`` extra), imported at first use; a
+        missing extra is a :class:`~broker.extras.MissingExtraError`."""
+        if self._aws is None:
+            require(*AWS, "re-reading a Kinesis or DynamoDB Streams batch")
+            from pollers.stream_reread_aws import AwsRanges
+
+            self._aws = AwsRanges(self.settings)
+        return self._aws
 
     async def reread(self, source: Mapping[str, Any]) -> Reread:
         """The records of a ``stream_batch_failed`` entry's ``source`` range, as the poller
@@ -162,7 +90,7 @@ class Rereader:
         arn, uuid = str(source.get("eventSourceArn", "")), str(source.get("mappingUuid", ""))
         try:
             found = await self._reread(source, arn, uuid)
-        except (StreamReadError, RedisError) as exc:
+        except (StreamReadError, RedisError, MissingExtraError) as exc:
             found = Reread(None, str(exc) or repr(exc))
         except Exception as exc:  # a re-read only improves on the stored event: fall back
             log.warning("stream_reread_failed", esm=uuid, stream=arn, error=repr(exc))
@@ -175,6 +103,7 @@ class Rereader:
         kind = stream_kind(arn)
         if kind is None:
             return Reread(None, f"{arn or 'the entry'} names no stream source Sluice re-reads")
+        aws = None if kind is SourceKind.REDIS_STREAM else self._aws_ranges()
         try:
             shard_id, start, end = (
                 str(source[name])
@@ -190,10 +119,10 @@ class Rereader:
             return Reread(None, f"mapping {uuid} deleted")
         if mapping.event_source_arn != arn:
             return Reread(None, f"mapping {uuid} reads {mapping.event_source_arn}, not {arn}")
-        if kind is SourceKind.REDIS_STREAM:
+        if aws is None:
             records = await self._redis_range(arn, shard_id, start, end)
         else:
-            records = await self._reader(kind, mapping, shard_id).span(start, end)
+            records = await aws.span(kind, mapping, shard_id, start, end)
         return self._select(mapping, records)
 
     def _select(self, mapping: EventSourceMapping, records: list[StreamRecord]) -> Reread:
@@ -216,20 +145,6 @@ class Rereader:
         if not kept:
             return Reread([], f"the mapping's filters now keep none of {len(records)} records")
         return Reread(kept)
-
-    def _reader(self, kind: SourceKind, mapping: EventSourceMapping, shard_id: str) -> _AwsRange:
-        shard = ShardDesc(shard_id)
-        if kind is SourceKind.KINESIS:
-            kinesis = KinesisSource(mapping, self.settings, self._executor)
-            return _KinesisRange(self._share(kinesis), shard)
-        dynamodb = DynamoDbStreamSource(mapping, self.settings, self._executor)
-        return _DynamoDbRange(self._share(dynamodb), shard)
-
-    def _share(self, source: _Source) -> _Source:
-        """``source`` with the client of its service and region made before, if any."""
-        key = (source.service, source.region)
-        source.api = self._clients.setdefault(key, source.api)
-        return source
 
     async def _redis_range(
         self, arn: str, shard_id: str, start: str, end: str
@@ -262,7 +177,6 @@ class Rereader:
         return found
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._aws is not None:
+            self._aws.close()
+            self._aws = None

@@ -224,7 +224,7 @@ async def scenario(redis_url: str) -> dict[str, Any]:
                 "StartingPosition": "TRIM_HORIZON",
             }
         )
-        await client.xadd("clicks", {"data": json.dumps({"click": 1})})
+        click = (await client.xadd("clicks", {"data": json.dumps({"click": 1})})).decode()
         report["stream_mapping"] = await _settled(broker, stream["UUID"], "OK")
 
         rabbit = await broker.create_event_source_mapping(
@@ -237,13 +237,25 @@ async def scenario(redis_url: str) -> dict[str, Any]:
             {
                 "eventSourceArn": "redis-stream:clicks",
                 "mappingUuid": stream["UUID"],
-                "shardId": "shard-0",
-                "startSequenceNumber": "0-1",
-                "endSequenceNumber": "0-1",
+                "shardId": "shardId-000000000000",
+                "startSequenceNumber": click,
+                "endSequenceNumber": click,
+            }
+        )
+        kinesis = await rereader.reread(
+            {
+                "eventSourceArn": "arn:aws:kinesis:us-east-1:000000000000:stream/clicks",
+                "mappingUuid": stream["UUID"],  # the ARN kind is looked at first
+                "shardId": "shardId-000000000000",
+                "startSequenceNumber": "1",
+                "endSequenceNumber": "1",
             }
         )
         await rereader.close()
-        report["reread"] = {"records": found.records, "reason": found.reason}
+        report["reread"] = {
+            "redis": [r["redisStream"]["entryId"] for r in found.records or []],
+            "kinesis": {"records": kinesis.records, "reason": kinesis.reason},
+        }
     finally:
         await broker.stop()
         report["loaded"] = sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED)
@@ -332,12 +344,13 @@ def test_a_redis_stream_mapping_is_polled_without_the_extras(report: dict[str, A
     assert report["stream_mapping"]["LastProcessingResult"] == "OK"
 
 
-def test_a_stream_reread_without_boto3_falls_back_to_the_stored_event_naming_the_extra(
+def test_a_redis_stream_reread_needs_no_extra_and_a_kinesis_one_names_it(
     report: dict[str, Any],
 ) -> None:
-    assert report["reread"] == {
+    assert len(report["reread"]["redis"]) == 1
+    assert report["reread"]["kinesis"] == {
         "records": None,
-        "reason": f"re-reading a failed stream batch needs boto3: {AWS_HINT}",
+        "reason": f"re-reading a Kinesis or DynamoDB Streams batch needs boto3: {AWS_HINT}",
     }
 
 
