@@ -37,6 +37,7 @@ from tests.servers import (
     free_port,
     require_binary,
     start_redis,
+    terminate,
 )
 from tests.test_container_entrypoint import (
     ROOT,
@@ -151,12 +152,7 @@ class MotoProcess:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
 
 
 @pytest.fixture
