@@ -97,7 +97,11 @@ class Broker:
         self.store = FunctionStore(redis, self.keys)
         self.functions = FunctionCache(self.store)
         self.dead_letters = DeadLetterStore(redis, self.keys)
-        self.invokers = invokers or default_invokers(settings.worker_processes, settings.region)
+        self.invokers = invokers or default_invokers(
+            settings.worker_processes,
+            settings.region,
+            http_error_bodies=settings.http_error_bodies,
+        )
         for scheme, invoker_factory in (extra_invokers or {}).items():
             self.invokers.register(scheme.lower(), invoker_factory)
         self.destinations = DestinationRegistry(

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         ge=0,
         description="processes running `python:` handlers; 0 means one per CPU",
     )
+    http_error_bodies: bool = Field(
+        default=False,
+        description="`http(s)://` targets: a 2xx answer without `X-Amz-Function-Error` whose "
+        "body is a Lambda error object, or `Task timed out after N seconds`, is a function "
+        "error; for the Runtime Interface Emulator, which sends no error header",
+    )
     claim_batch: int = Field(
         default=defaults.CLAIM_BATCH,
         ge=1,

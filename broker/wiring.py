@@ -32,12 +32,17 @@ class PollerManagerLike(Protocol):
     async def stop(self, timeout_s: float = 30.0) -> None: ...
 
 
-def default_invokers(worker_processes: int = 0, region: str = "us-east-1") -> InvokerRegistry:
+def default_invokers(
+    worker_processes: int = 0, region: str = "us-east-1", *, http_error_bodies: bool = False
+) -> InvokerRegistry:
+    def http() -> HttpInvoker:
+        return HttpInvoker(error_bodies=http_error_bodies)
+
     return InvokerRegistry(
         {
             "python": lambda: PythonInvoker(processes=worker_processes),
-            "http": HttpInvoker,
-            "https": HttpInvoker,
+            "http": http,
+            "https": http,
             "lambda": lambda: LambdaInvoker(region),
         }
     )

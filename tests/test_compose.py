@@ -299,6 +299,8 @@ def test_example_handler_returns_plain_results() -> None:
     context = types.SimpleNamespace(aws_request_id="req-1")
     assert app.handler({"name": "compose"}, context) == {"greeting": "hello, compose"}
     assert app.handler({}, context) == {"greeting": "hello, world"}
+    with pytest.raises(RuntimeError, match="asked to fail"):
+        app.handler({"fail": True}, context)
     records = [
         {"messageId": "m1", "body": '{"orderId": "A-1"}'},
         {"messageId": "m2", "body": "please fail"},
@@ -340,14 +342,19 @@ async def test_example_setup_and_calls_work_against_sluice_and_moto(
     durable_redis: RedisServer, moto_process: MotoProcess, tmp_path: Path
 ) -> None:
     """compose's topology on loopback: serve as compose runs it (the TOML's function URL
-    pointed at a Lambda Invoke server running the example handler), setup.py run twice
-    (it must be re-runnable), then an Event invoke reaches the OnSuccess queue and an SQS
-    message reaches the function."""
+    pointed at a Lambda Invoke server running the example handler and answering its errors
+    as the Runtime Interface Emulator does), setup.py run twice (it must be re-runnable),
+    then an Event invoke reaches the OnSuccess queue, one that raises reaches the OnFailure
+    queue, and an SQS message reaches the function."""
     app = load_handler()
 
     def respond(event: dict[str, Any], headers: dict[str, str]) -> Answer:
         context = types.SimpleNamespace(aws_request_id=headers.get("x-sluice-request-id"))
-        return 200, {}, json.dumps(app.handler(event, context)).encode()
+        try:
+            return 200, {}, json.dumps(app.handler(event, context)).encode()
+        except Exception as exc:  # the emulator: 200, the error object, no error header
+            error = {"errorMessage": str(exc), "errorType": type(exc).__name__}
+            return 200, {}, json.dumps(error).encode()
 
     function = LambdaHttpFunction(respond).start()
     config = tmp_path / "sluice.toml"
@@ -356,6 +363,7 @@ async def test_example_setup_and_calls_work_against_sluice_and_moto(
     port = free_port()
     env = image_environment(**compose_env("sluice"))
     env.update(SLUICE_REDIS_URL=durable_redis.url, SLUICE_HOST="127.0.0.1")
+    env.update(SLUICE_RETRY_BASE_DELAY="0.05")  # AWS's minutes between retries, shortened
     env = local_endpoints(env, moto_process, port)
     command = ["--config", str(config), "--port", str(port)]
     serve = start_process([*dockerfile().entrypoint, *command], env, tmp_path)
@@ -387,6 +395,20 @@ async def test_example_setup_and_calls_work_against_sluice_and_moto(
 
         await until(lambda: asyncio.to_thread(result_arrived), timeout=30)
         assert received[0]["responsePayload"] == {"greeting": "hello, t"}
+
+        lam.invoke(FunctionName="hello", InvocationType="Event", Payload=b'{"fail": true}')
+        failures_url = sqs.get_queue_url(QueueName="hello-failures")["QueueUrl"]
+        failed: list[dict[str, Any]] = []
+
+        def failure_arrived() -> bool:
+            reply = sqs.receive_message(QueueUrl=failures_url, WaitTimeSeconds=0)
+            failed.extend(json.loads(m["Body"]) for m in reply.get("Messages", []))
+            return bool(failed)
+
+        await until(lambda: asyncio.to_thread(failure_arrived), timeout=30)
+        assert failed[0]["requestContext"]["condition"] == "RetriesExhausted"
+        assert failed[0]["requestContext"]["approximateInvokeCount"] == 3
+        assert failed[0]["responsePayload"]["errorType"] == "RuntimeError"
 
         orders_url = sqs.get_queue_url(QueueName="orders")["QueueUrl"]
         sqs.send_message(QueueUrl=orders_url, MessageBody='{"orderId": "A-1"}')

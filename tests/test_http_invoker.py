@@ -10,6 +10,8 @@ import pytest
 
 from broker.invokers.base import Invocation
 from broker.invokers.http import HttpInvoker
+from tests.conftest import BrokerFactory
+from tests.helpers import until
 from tests.servers import LambdaHttpFunction, free_port
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -115,3 +117,86 @@ async def test_call_past_the_timeout_is_sandbox_timedout(
     assert result.outcome == "function_error" and result.function_error == "Unhandled"
     assert '"errorType": "Sandbox.Timedout"' in (result.payload or "")
     assert "Task timed out after 1.00 seconds" in (result.payload or "")
+
+
+# -- the Runtime Interface Emulator's error answers (http_error_bodies) -------------------------
+RIE_ERROR = (
+    b'{"errorMessage": "boom", "errorType": "RuntimeError", "requestId": "r", "stackTrace": []}'
+)
+NODE_ERROR = b'{"errorType":"Error","errorMessage":"failure","trace":["Error: failure"]}'
+RIE_TIMEOUT = b"Task timed out after 1.00 seconds"
+
+
+@pytest.mark.parametrize("body", [RIE_ERROR, NODE_ERROR])
+async def test_with_error_bodies_an_error_object_without_the_header_is_unhandled(
+    function_server: Any, body: bytes
+) -> None:
+    function = function_server(lambda e, h: (200, {}, body))
+    invoker = HttpInvoker(error_bodies=True)
+    try:
+        result = await invoker.invoke(call(function.url))
+    finally:
+        await invoker.close()
+    assert (result.outcome, result.function_error) == ("function_error", "Unhandled")
+    assert result.payload == body.decode()
+
+
+async def test_with_error_bodies_the_emulators_timeout_text_is_sandbox_timedout(
+    function_server: Any,
+) -> None:
+    function = function_server(lambda e, h: (200, {}, RIE_TIMEOUT))
+    invoker = HttpInvoker(error_bodies=True)
+    try:
+        result = await invoker.invoke(call(function.url, timeout_s=1))
+    finally:
+        await invoker.close()
+    assert (result.outcome, result.function_error) == ("function_error", "Unhandled")
+    assert result.payload is not None and '"errorType": "Sandbox.Timedout"' in result.payload
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"errorType": "X", "errorMessage": "y", "order": 1}',  # more than an error object
+        b'{"errorMessage": "only a message"}',
+        b'["errorType", "errorMessage"]',
+        b"Task timed out after a while",
+    ],
+)
+async def test_with_error_bodies_other_answers_stay_successes(
+    function_server: Any, body: bytes
+) -> None:
+    function = function_server(lambda e, h: (200, {}, body))
+    invoker = HttpInvoker(error_bodies=True)
+    try:
+        result = await invoker.invoke(call(function.url))
+    finally:
+        await invoker.close()
+    assert result.outcome == "success" and result.payload == body.decode()
+
+
+@pytest.mark.parametrize("body", [RIE_ERROR, RIE_TIMEOUT])
+async def test_without_error_bodies_the_header_alone_decides(
+    function_server: Any, invoker: HttpInvoker, body: bytes
+) -> None:
+    function = function_server(lambda e, h: (200, {}, body))
+    result = await invoker.invoke(call(function.url))
+    assert result.outcome == "success"
+
+
+@pytest.mark.parametrize(("error_bodies", "dead"), [(True, 1), (False, 0)])
+async def test_the_setting_reaches_a_brokers_http_functions(
+    function_server: Any, make_broker: BrokerFactory, error_bodies: bool, dead: int
+) -> None:
+    function = function_server(lambda e, h: (200, {}, RIE_ERROR))
+    broker = await make_broker(http_error_bodies=error_bodies)
+    await broker.put_function("rie", function.url)
+    await broker.put_event_invoke_config("rie", {"MaximumRetryAttempts": 0})
+    await broker.invoke_async("rie", {"n": 1})
+
+    async def settled() -> bool:
+        stats = await broker.stats("rie")
+        return stats.get("Succeeded", 0) + stats.get("RetriesExhausted", 0) == 1
+
+    await until(settled)
+    assert await broker.dead_letters.count("rie") == dead

@@ -5,9 +5,19 @@ Mapping (spec §1.3, §2.3): 2xx with ``X-Amz-Function-Error`` is a function err
 passed through verbatim); 2xx without is success; 429 is a throttle; 5xx, other 4xx and
 connection failures are system errors (not executed); a call that outlives the function's
 timeout is ``Sandbox.Timedout``.
+
+``error_bodies`` (setting ``http_error_bodies``) is for the Runtime Interface Emulator, which
+answers a handler's exception with 200 and no ``X-Amz-Function-Error`` (its issue #20) and
+a timeout with 200 and ``Task timed out after N seconds`` (#21): then a 2xx body that is a
+Lambda error object (``errorType`` and ``errorMessage``, with at most ``requestId``,
+``stackTrace``, ``trace`` and ``cause`` besides) is an ``Unhandled`` function error, and that
+text is ``Sandbox.Timedout``. Off by default: a function may return such an object.
 """
 
 from __future__ import annotations
+
+import json
+import re
 
 import httpx
 
@@ -18,6 +28,21 @@ from broker.models import InvokeResult
 
 # Allowance on top of the function timeout for the network and the runtime's own overhead.
 TIMEOUT_ALLOWANCE_S = 1.0
+_ERROR_KEYS = frozenset({"errorType", "errorMessage", "requestId", "stackTrace", "trace", "cause"})
+_RIE_TIMEOUT = re.compile(r"Task timed out after \d+(\.\d+)? seconds")
+
+
+def is_error_body(body: str) -> bool:
+    """Whether ``body`` is a Lambda error object, as runtimes report a handler's exception."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return False
+    return (
+        isinstance(value, dict)
+        and {"errorType", "errorMessage"} <= value.keys()
+        and value.keys() <= _ERROR_KEYS
+    )
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -28,8 +53,9 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class HttpInvoker:
-    def __init__(self, max_connections: int = 200) -> None:
+    def __init__(self, max_connections: int = 200, *, error_bodies: bool = False) -> None:
         self.max_connections = max_connections
+        self.error_bodies = error_bodies  # the emulator's error answers (module docstring)
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
@@ -82,6 +108,11 @@ class HttpInvoker:
                     ),
                     executed_version=version,
                 )
+            if not function_error and self.error_bodies:
+                if _RIE_TIMEOUT.fullmatch(body.strip()):
+                    return timeout_result(invocation)
+                if is_error_body(body):
+                    function_error = "Unhandled"
             if function_error:
                 return InvokeResult(
                     outcome="function_error",

@@ -6,12 +6,12 @@ batches from the ``orders`` SQS queue through an event source mapping with
 ``ReportBatchItemFailures``. Every event and record is printed, so
 ``docker compose logs function`` shows what ran.
 
-The Runtime Interface Emulator answers a handler's exception with HTTP 200 and no
-``X-Amz-Function-Error`` header, so a raised error would look like a success to Sluice (and
-to any other Lambda Invoke client). This handler therefore never raises: an SQS record whose
-body contains ``"fail"`` is reported in ``batchItemFailures``, which the emulator passes
-through untouched, and stays in the queue until its redrive policy moves it to
-``orders-dlq``.
+An event with ``"fail": true`` raises. The Runtime Interface Emulator answers that with
+HTTP 200 and the error object but no ``X-Amz-Function-Error`` header; compose.yaml sets
+``SLUICE_HTTP_ERROR_BODIES`` so that Sluice still sees a function error (retries, then the
+OnFailure destination ``hello-failures``). An SQS record whose body contains ``"fail"`` is
+reported in ``batchItemFailures`` and stays in the queue until its redrive policy moves it
+to ``orders-dlq``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     if isinstance(records, list):
         return _sqs_batch(records, request_id)
     print(json.dumps({"function": "hello", "request_id": request_id, "event": event}))
+    if isinstance(event, dict) and event.get("fail") is True:
+        raise RuntimeError("asked to fail")
     name = event.get("name", "world") if isinstance(event, dict) else "world"
     return {"greeting": f"hello, {name}"}
 
