@@ -29,6 +29,7 @@ from broker.arns import parse_function_name
 from broker.cli_dlq import dlq_app, filtered, plural, run_query
 from broker.cli_options import ConfigFile, KeyPrefix, RedisUrl, redis_settings
 from broker.dead_letter_query import DeadLetterQuery, EntryFilter
+from broker.destination import redacted
 from broker.errors import ApiError
 from broker.replay import Replayer, ReplayResult, Step
 from broker.replay_runs import (
@@ -95,7 +96,7 @@ def _plan_table(steps: list[Step]) -> Table:
 def _routes(steps: list[Step]) -> str:
     how = {"enqueue": "new async events", "redeliver": "redelivered"}
     routes = Counter(
-        f"{s.function} -> {s.to} ({how[s.action]})" for s in steps if s.action != "skip"
+        f"{s.function} -> {redacted(s.to)} ({how[s.action]})" for s in steps if s.action != "skip"
     )
     return "; ".join(f"{route}: {n}" for route, n in sorted(routes.items()))
 

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from broker.destination import redacted
 from broker.keys import Keys
 from broker.redis_client import as_text
 
@@ -122,7 +123,7 @@ def summary(entry: dict[str, Any]) -> dict[str, Any]:
         "errorType": error_type(entry),
         "at": entry.get("at"),
         "attempts": entry.get("attempts"),
-        "target": entry.get("target"),
+        "target": redacted(str(entry["target"])) if entry.get("target") else None,
         "requestId": entry.get("requestId"),
         "mappingUuid": mapping_of(entry),
     }

@@ -26,7 +26,7 @@ from tenacity import (
 
 from broker.clock import Clock
 from broker.dead_letters import dead_letter_entry
-from broker.destination import Delivery, DestinationRegistry
+from broker.destination import Delivery, DestinationRegistry, redacted
 from broker.errors import DeliveryError
 from broker.queue import AsyncQueue, OutboxDone
 from broker.records import iso_ms
@@ -158,7 +158,9 @@ class Deliverer:
                     else ("DestinationDeliveryFailures")
                 )
                 counters[counter] += 1
-                dead_id = f"{delivery.request_id}/delivery/{delivery.kind}/{delivery.target}"
+                dead_id = (
+                    f"{delivery.request_id}/delivery/{delivery.kind}/{redacted(delivery.target)}"
+                )
                 dead = dead_letter_entry(
                     kind="delivery_failed",
                     entry_id=dead_id,
@@ -243,7 +245,7 @@ class Deliverer:
                         pending = [item for item, _ in again]
                         log.info(
                             "delivery_retry",
-                            target=target,
+                            target=redacted(target),
                             count=len(again),
                             error=repr(again[0][1]),
                         )
@@ -252,7 +254,10 @@ class Deliverer:
             given_up += [(item[0], item[1], repr(error)) for item, error in exc.failed]
         if given_up:
             log.warning(
-                "delivery_given_up", target=target, count=len(given_up), error=given_up[0][2]
+                "delivery_given_up",
+                target=redacted(target),
+                count=len(given_up),
+                error=given_up[0][2],
             )
         return given_up
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Awaitable, Callable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
@@ -73,6 +74,22 @@ class DestinationContext:
 
 
 DestinationFactory = Callable[[str, DestinationContext], Destination]
+
+
+def redacted(target: str) -> str:
+    """``target`` fit to show: a URL's password (``amqp://user:secret@host``) becomes
+    ``***``. For logs, ids and tables; the stored target keeps it, for redelivery."""
+    if "://" not in target or "@" not in target.split("://", 1)[1].split("/", 1)[0]:
+        return target
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return target
+    if parts.password is None:
+        return target
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def scheme_of(target: str) -> str:

@@ -63,6 +63,7 @@ from redis.commands.core import AsyncScript
 
 from broker.arns import parse_function_name, qualified_arn
 from broker.core import Broker
+from broker.destination import redacted
 from broker.errors import ApiError
 from broker.keys import Keys
 from broker.models import LATEST, Envelope
@@ -157,7 +158,7 @@ class Step:
             "function": self.function,
             "requestId": self.entry.get("requestId"),
             "action": self.action,
-            "to": self.to or None,
+            "to": redacted(self.to) if self.to else None,
         }
         if self.action == "enqueue":
             row["qualifier"] = self.qualifier
@@ -476,7 +477,7 @@ class Replayer:
         for step in group:
             if step.entry_id in delivered:
                 result.redelivered += 1
-                result.routes[f"{function} -> {step.to}"] += 1
+                result.routes[f"{function} -> {redacted(step.to)}"] += 1
             else:
                 result.failed += 1
 

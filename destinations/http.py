@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import httpx
 
-from broker.destination import Delivery, DestinationContext
+from broker.destination import Delivery, DestinationContext, redacted
 from broker.errors import DeliveryError, PermanentDeliveryError
 
 
 class WebhookDestination:
     def __init__(self, target: str, context: DestinationContext) -> None:
         self.url = target
+        self.shown = redacted(target)  # for messages: they end up in logs and dead letters
         self.timeout_s = float(context.options.get("webhook_timeout_s", 10.0))
         self._client = httpx.AsyncClient(timeout=self.timeout_s)
 
@@ -32,10 +33,11 @@ class WebhookDestination:
         try:
             response = await self._client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"POST {self.url} failed: {exc!r}") from exc
+            detail = repr(exc).replace(self.url, self.shown)
+            raise DeliveryError(f"POST {self.shown} failed: {detail}") from exc
         if response.status_code < 300:
             return
-        message = f"POST {self.url} answered {response.status_code}"
+        message = f"POST {self.shown} answered {response.status_code}"
         if response.status_code == 429 or response.status_code >= 500:
             raise DeliveryError(
                 message, retry_after_s=_seconds(response.headers.get("Retry-After"))

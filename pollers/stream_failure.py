@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from broker.dead_letters import dead_letter_entry
-from broker.destination import scheme_of
+from broker.destination import redacted, scheme_of
 from broker.models import InvokeResult
 from broker.queue import OutboxDone
 from broker.records import iso_ms, parse_body
@@ -86,7 +86,9 @@ async def discard(
     if await broker.deliverer.redeliver(mapping.function_name, [entry]):
         await consumer.runtime.count(on_failure_delivered=len(records))
         return
-    consumer.log.warning("on_failure_delivery_failed", target=target, records=len(records))
+    consumer.log.warning(
+        "on_failure_delivery_failed", target=redacted(target), records=len(records)
+    )
     await consumer.runtime.count(on_failure_delivery_failed=1, dropped=len(records))
     entry["errors"].append(f"OnFailure delivery to {target} failed after retries")
     entry["delivery"] = {"kind": "record", "errorCode": 200, "errorMessage": ""}
