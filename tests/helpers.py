@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,19 @@ async def stream_checkpoint_is(broker: Any, uuid: str, entry_id: str) -> bool:
     """Is the one-shard (``redis-stream:``) mapping ``uuid`` checkpointed at ``entry_id``?"""
     raw = await broker.redis.hget(broker.keys.mapping_checkpoint(uuid), "shardId-000000000000")
     return raw is not None and (raw.decode() if isinstance(raw, bytes) else raw) == entry_id
+
+
+@dataclass
+class FakeTime:
+    """A clock and an async sleep for pacing tests: sleeping advances the clock, and every
+    sleep is recorded (rounded to the microsecond) for exact comparison."""
+
+    now_s: float = 100.0
+    slept: list[float] = field(default_factory=list)
+
+    def now(self) -> float:
+        return self.now_s
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.now_s += seconds

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import pytest
@@ -30,7 +30,7 @@ from broker.settings import Settings
 from broker.sqs_messages import plan_message, sqs_replay_request_id
 from broker.sqs_replay import SqsReplay, replay_from_sqs_command
 from tests.conftest import BrokerFactory, settings_for_tests
-from tests.helpers import stream_records, until
+from tests.helpers import FakeTime, stream_records, until
 from tests.servers import RedisServer
 from tests.test_cli_sqs import depth, make_queue, sqs
 
@@ -468,19 +468,6 @@ async def test_a_message_sent_after_the_replay_began_is_kept_for_the_next_run(
     assert "sent after this replay began" in result.skips[engine.again]
     assert len(await dlq.queued("orders")) == 1
     assert dlq.depth() == (1, 0)
-
-
-@dataclass
-class FakeTime:
-    now_s: float = 100.0
-    slept: list[float] = field(default_factory=list)
-
-    def now(self) -> float:
-        return self.now_s
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(round(seconds, 6))
-        self.now_s += seconds
 
 
 async def test_rate_paces_the_events_through_the_pacer(

@@ -12,7 +12,6 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +24,7 @@ from broker.cli import app
 from broker.pacing import Pacer
 from broker.replay import Replayer, Step, intents_key, paced_batch_size, replay_request_id
 from tests.conftest import BrokerFactory
-from tests.helpers import stream_records, until
+from tests.helpers import FakeTime, stream_records, until
 from tests.test_cli_dlq import H, Store, _installed_sluice, store
 
 __all__ = ["store"]  # the fixture, shared with tests/test_cli_dlq.py
@@ -90,19 +89,6 @@ async def orders_entries(store: Store) -> list[dict[str, Any]]:
 
 
 # -- pure parts --------------------------------------------------------------------------------
-@dataclass
-class FakeTime:
-    now_s: float = 100.0
-    slept: list[float] = field(default_factory=list)
-
-    def now(self) -> float:
-        return self.now_s
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(round(seconds, 6))
-        self.now_s += seconds
-
-
 @pytest.mark.parametrize(
     ("rate", "batches", "sleeps"),
     [
