@@ -15,6 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from broker.destination import Delivery
+
 
 async def wait_until(
     predicate: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, interval_s: float = 0.02
@@ -98,3 +100,16 @@ class FakeTime:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(round(seconds, 6))
         self.now_s += seconds
+
+
+class Collect:
+    """An embedder's destination for tests: keeps every delivery in ``got``."""
+
+    def __init__(self, got: list[Delivery]) -> None:
+        self.got = got
+
+    async def deliver(self, delivery: Delivery) -> None:
+        self.got.append(delivery)
+
+    async def close(self) -> None:
+        return None

@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ from broker.cli import app
 from broker.dead_letter_query import DeadLetterQuery, EntryFilter, error_type, parse_time
 from broker.keys import Keys
 from tests.conftest import BrokerFactory
-from tests.helpers import until
+from tests.helpers import run_installed_sluice, until
 from tests.servers import RedisServer, free_port
 
 H = "python:tests.handlers.async_handlers"
@@ -400,24 +397,9 @@ async def test_removal_keeps_entries_stored_after_the_match(
 
 
 # -- the installed command ---------------------------------------------------------------------
-def _installed_sluice() -> str:
-    beside = Path(sys.executable).with_name("sluice")
-    found = str(beside) if beside.exists() else shutil.which("sluice")
-    assert found, "the sluice console script is not installed (pip install -e .)"
-    return found
-
-
 async def test_installed_sluice_lists_as_json(store: Store) -> None:
     env = {**os.environ, "SLUICE_REDIS_URL": store.url, "SLUICE_KEY_PREFIX": store.prefix}
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [_installed_sluice(), "dlq", "list", "--json", "--kind", "function_failed"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    done = await run_installed_sluice("dlq", "list", "--json", "--kind", "function_failed", env=env)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert [row["id"] for row in rows] == [*store.orders, store.billing]

@@ -31,7 +31,7 @@ from broker.event_config import (
 )
 from broker.mappings.validate import validate_create
 from tests.conftest import settings_for_tests
-from tests.helpers import until
+from tests.helpers import Collect, until
 
 NOW = 1_741_083_072.0
 EMU = frozenset({"emu"})
@@ -155,21 +155,6 @@ def test_every_shipped_destination_scheme_keeps_builtin_rules() -> None:
 
 
 # -- through the Broker: the registry decides ---------------------------------------------------
-class Collect:
-    """An embedder's destination: every delivery lands in ``got``."""
-
-    got: list[Delivery]
-
-    def __init__(self, got: list[Delivery]) -> None:
-        self.got = got
-
-    async def deliver(self, delivery: Delivery) -> None:
-        self.got.append(delivery)
-
-    async def close(self) -> None:
-        return None
-
-
 def fail(event: Any, context: Any) -> None:
     raise KeyError(event["key"])
 

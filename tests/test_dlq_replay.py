@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,8 +23,8 @@ from broker.cli import app
 from broker.pacing import Pacer
 from broker.replay import Replayer, Step, intents_key, paced_batch_size, replay_request_id
 from tests.conftest import BrokerFactory
-from tests.helpers import FakeTime, stream_records, until
-from tests.test_cli_dlq import H, Store, _installed_sluice, store
+from tests.helpers import FakeTime, run_installed_sluice, stream_records, until
+from tests.test_cli_dlq import H, Store, store
 
 __all__ = ["store"]  # the fixture, shared with tests/test_cli_dlq.py
 
@@ -453,15 +452,8 @@ async def test_history_without_replays_says_so(store: Store) -> None:
 # -- the installed command ---------------------------------------------------------------------
 async def test_installed_sluice_replays_and_prints_the_record_as_json(store: Store) -> None:
     env = {**os.environ, "SLUICE_REDIS_URL": store.url, "SLUICE_KEY_PREFIX": store.prefix}
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [_installed_sluice(), "dlq", "replay", "--function", "orders", "--yes", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    args = ("dlq", "replay", "--function", "orders", "--yes", "--json")
+    done = await run_installed_sluice(*args, env=env)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert (record["status"], record["stored"]) == ("finished", 2)

@@ -127,29 +127,30 @@ NODE_ERROR = b'{"errorType":"Error","errorMessage":"failure","trace":["Error: fa
 RIE_TIMEOUT = b"Task timed out after 1.00 seconds"
 
 
+@pytest.fixture
+async def rie_invoker() -> Any:
+    """An invoker that reads the emulator's error answers (``http_error_bodies``)."""
+    invoker = HttpInvoker(error_bodies=True)
+    await invoker.start()
+    yield invoker
+    await invoker.close()
+
+
 @pytest.mark.parametrize("body", [RIE_ERROR, NODE_ERROR])
 async def test_with_error_bodies_an_error_object_without_the_header_is_unhandled(
-    function_server: Any, body: bytes
+    function_server: Any, rie_invoker: HttpInvoker, body: bytes
 ) -> None:
     function = function_server(lambda e, h: (200, {}, body))
-    invoker = HttpInvoker(error_bodies=True)
-    try:
-        result = await invoker.invoke(call(function.url))
-    finally:
-        await invoker.close()
+    result = await rie_invoker.invoke(call(function.url))
     assert (result.outcome, result.function_error) == ("function_error", "Unhandled")
     assert result.payload == body.decode()
 
 
 async def test_with_error_bodies_the_emulators_timeout_text_is_sandbox_timedout(
-    function_server: Any,
+    function_server: Any, rie_invoker: HttpInvoker
 ) -> None:
     function = function_server(lambda e, h: (200, {}, RIE_TIMEOUT))
-    invoker = HttpInvoker(error_bodies=True)
-    try:
-        result = await invoker.invoke(call(function.url, timeout_s=1))
-    finally:
-        await invoker.close()
+    result = await rie_invoker.invoke(call(function.url, timeout_s=1))
     assert (result.outcome, result.function_error) == ("function_error", "Unhandled")
     assert result.payload is not None and '"errorType": "Sandbox.Timedout"' in result.payload
 
@@ -164,14 +165,10 @@ async def test_with_error_bodies_the_emulators_timeout_text_is_sandbox_timedout(
     ],
 )
 async def test_with_error_bodies_other_answers_stay_successes(
-    function_server: Any, body: bytes
+    function_server: Any, rie_invoker: HttpInvoker, body: bytes
 ) -> None:
     function = function_server(lambda e, h: (200, {}, body))
-    invoker = HttpInvoker(error_bodies=True)
-    try:
-        result = await invoker.invoke(call(function.url))
-    finally:
-        await invoker.close()
+    result = await rie_invoker.invoke(call(function.url))
     assert result.outcome == "success" and result.payload == body.decode()
 
 

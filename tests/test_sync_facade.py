@@ -18,6 +18,7 @@ import redis
 
 from broker import Delivery, Settings, SyncBroker, callable_invoker
 from tests.conftest import settings_for_tests
+from tests.helpers import Collect
 from tests.servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,19 +33,6 @@ def eventually(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-class Inbox:
-    """An embedder's destination: records by target."""
-
-    def __init__(self, got: list[Delivery]) -> None:
-        self.got = got
-
-    async def deliver(self, delivery: Delivery) -> None:
-        self.got.append(delivery)
-
-    async def close(self) -> None:
-        return None
-
-
 def hello(event: dict[str, Any], context: Any) -> dict[str, str]:
     if event.get("fail"):
         raise ValueError("asked to fail")
@@ -54,7 +42,7 @@ def hello(event: dict[str, Any], context: Any) -> dict[str, str]:
 def facade_options(got: list[Delivery]) -> dict[str, Any]:
     return {
         "extra_invokers": {"emu": callable_invoker(hello)},
-        "extra_destinations": {"emu": lambda target, _: Inbox(got)},
+        "extra_destinations": {"emu": lambda target, _: Collect(got)},
     }
 
 
