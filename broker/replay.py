@@ -438,11 +438,12 @@ class Replayer:
         steps: Sequence[Step],
         result: ReplayResult,
         *,
-        link: Callable[[Step, str], dict[str, Any]] | None = None,
+        id_field: str = "entryId",
         done: list[Step] | None = None,
     ) -> None:
         """Store the steps' events, one :meth:`store` per target, counting each into
-        ``result`` (stored or stored before, its route and ``link``); each target's steps
+        ``result`` (stored or stored before, its route and link, whose ``id_field`` names
+        the replayed item); each target's steps
         join ``done`` once stored, so a caller knows what an error left done."""
         by_target: dict[str, list[Step]] = {}
         for step in steps:
@@ -456,7 +457,7 @@ class Replayer:
                     result.already_stored += 1
                 result.routes[f"{step.function} -> {step.to}"] += 1
                 if len(result.links) < LINKS_MAX:
-                    result.links.append((link or _link)(step, result.replay_id))
+                    result.links.append(_link(step, result.replay_id, id_field))
             if done is not None:
                 done += group
 
@@ -486,9 +487,10 @@ def _skip(function: str, entry: dict[str, Any], reason: str) -> Step:
     return Step(function, entry, "skip", "", reason=reason)
 
 
-def _link(step: Step, replay_id: str) -> dict[str, Any]:
+def _link(step: Step, replay_id: str, id_field: str = "entryId") -> dict[str, Any]:
+    """What links a new event to what it replays (``id_field`` names the replayed item)."""
     return {
-        "entryId": step.entry_id,
+        id_field: step.entry_id,
         "from": step.function,
         "replayOf": step.entry.get("requestId"),
         "to": step.to,

@@ -197,7 +197,7 @@ class SqsReplay:
         whose event is stored; on an error, unstored messages are made visible again."""
         stored: list[Step] = []
         try:
-            await self.replayer.store_counted(todo, result, link=_link, done=stored)
+            await self.replayer.store_counted(todo, result, id_field="messageId", done=stored)
         except BaseException:  # QueueFull, Redis, cancelled: settle what is known, stop
             self._settle(messages, todo, stored, result)
             raise
@@ -219,17 +219,6 @@ class SqsReplay:
 
 def _handle(messages: list[dict[str, Any]], message_id: str) -> str:
     return next(str(m["ReceiptHandle"]) for m in messages if m["MessageId"] == message_id)
-
-
-def _link(step: Step, replay_id: str) -> dict[str, Any]:
-    return {
-        "messageId": step.entry_id,
-        "from": step.function,
-        "replayOf": step.entry.get("requestId"),
-        "to": step.to,
-        "requestId": step.request_id,
-        "replayId": replay_id,
-    }
 
 
 # -- the command -------------------------------------------------------------------------------
