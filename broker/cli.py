@@ -21,7 +21,7 @@ import broker.cli_dlq_replay  # noqa: F401  (registers `dlq replay` and `dlq his
 from broker.cli_dlq import dlq_app
 from broker.cli_esm import esm_app
 from broker.cli_filter import filter_app
-from broker.cli_options import ConfigFile, RedisUrl
+from broker.cli_options import ConfigFile, RedisUrl, declare_parameters
 from broker.cli_sqs import sqs_app
 from broker.cli_status import STATUS_HELP, status
 from broker.errors import ApiError, SluiceError
@@ -124,8 +124,7 @@ def setting_flags(command: Callable[..., None]) -> Callable[..., None]:
     ]
     options = [_setting_option(name, kind) for name, kind in scalar_settings().items()]
     parameters = [*own, *options]
-    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    declare_parameters(command, parameters)
     return command
 
 

@@ -28,7 +28,13 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.arns import parse_function_name
-from broker.cli_options import ConfigFile, KeyPrefix, RedisUrl, redis_settings
+from broker.cli_options import (
+    ConfigFile,
+    KeyPrefix,
+    RedisUrl,
+    declare_parameters,
+    redis_settings,
+)
 from broker.dead_letter_query import DeadLetterQuery, EntryFilter, Kind, Match, parse_time, summary
 from broker.errors import ApiError
 from broker.keys import Keys
@@ -140,8 +146,7 @@ def filtered(command: Callable[..., None]) -> Callable[..., None]:
         command(wanted=entry_filter(picked, limit), **values)
 
     parameters = [*options, *rest]
-    run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    declare_parameters(run, parameters)
     del run.__wrapped__  # typer reads the new signature, not the command's
     return run
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from broker.logsetup import configure_logging
 from broker.settings import Settings
 
-__all__ = ["ConfigFile", "KeyPrefix", "RedisUrl", "redis_settings"]
+__all__ = ["ConfigFile", "KeyPrefix", "RedisUrl", "declare_parameters", "redis_settings"]
 
 RedisUrl = Annotated[
     str | None, typer.Option("--redis-url", envvar="SLUICE_REDIS_URL", help="redis://host:port/db")
@@ -35,3 +37,10 @@ def redis_settings(
         typer.echo(f"sluice {command} needs --redis-url (or SLUICE_REDIS_URL)", err=True)
         raise typer.Exit(2)
     return settings
+
+
+def declare_parameters(command: Callable[..., Any], parameters: list[inspect.Parameter]) -> None:
+    """Make typer see ``parameters`` as ``command``'s (options built at run time, such as
+    one per setting or the shared filters): typer reads the signature and annotations."""
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
