@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
-__all__ = ["AMQP", "AWS", "MissingExtraError", "require"]
+__all__ = ["AMQP", "AWS", "MissingExtraError", "load", "require"]
 
 DISTRIBUTION = "sluice-broker"
 AWS = ("boto3", "aws")  # (module, extra) pairs for require(*AWS, feature)
@@ -50,3 +51,11 @@ def require(module: str, extra: str, feature: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtraError(module, extra, feature) from exc
+
+
+def load(path: str, name: str, needs: tuple[str, str] | None, feature: str) -> Any:
+    """``path.name``, imported on first use, after checking ``needs`` (module, extra): a
+    missing extra is :class:`MissingExtraError` naming ``feature``."""
+    if needs is not None:
+        require(*needs, feature)
+    return getattr(importlib.import_module(path), name)

@@ -13,13 +13,12 @@ also on first use.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from broker.destination import Destination, DestinationContext, DestinationFactory
 from broker.errors import PermanentDeliveryError
-from broker.extras import AMQP, AWS, MissingExtraError, require
+from broker.extras import AMQP, AWS, MissingExtraError, load
 
 if TYPE_CHECKING:
     from destinations.amqp import AmqpDestination
@@ -45,11 +44,8 @@ class LazyFactory:
 
     def load(self) -> DestinationFactory:
         """The destination class; :class:`~broker.extras.MissingExtraError` without its extra."""
-        if self.needs is not None:
-            require(*self.needs, f"the {self.kind} destination")
-        factory: DestinationFactory = getattr(
-            importlib.import_module(f"destinations.{self.module}"), self.name
-        )
+        path, feature = f"destinations.{self.module}", f"the {self.kind} destination"
+        factory: DestinationFactory = load(path, self.name, self.needs, feature)
         return factory
 
     def __call__(self, target: str, context: DestinationContext) -> Destination:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import math
 import uuid
 from collections.abc import Callable, Mapping
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from broker.extras import AMQP, AWS, MissingExtraError, require
+from broker.extras import AMQP, AWS, MissingExtraError, load
 from broker.mappings.model import (
     NO_POLLER_RESULT,
     EventSourceMapping,
@@ -78,9 +77,7 @@ POLLERS: dict[SourceKind, tuple[str, str, tuple[str, str] | None]] = {
 def load_poller(kind: SourceKind) -> PollerFactory:
     """Import ``kind``'s poller; :class:`~broker.extras.MissingExtraError` without its extra."""
     module, name, needs = POLLERS[kind]
-    if needs is not None:
-        require(*needs, f"the {kind.value} event source poller")
-    factory: PollerFactory = getattr(importlib.import_module(module), name)
+    factory: PollerFactory = load(module, name, needs, f"the {kind.value} event source poller")
     return factory
 
 
